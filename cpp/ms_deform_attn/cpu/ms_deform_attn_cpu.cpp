@@ -1,0 +1,158 @@
+// CPU backend: checks, layout, threading with at::parallel_for, and the choice of the
+// instruction-set copy of the kernels (cpu/kernels_isa.cpp).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "../ms_deform_attn.h"
+#include "kernels.h"
+
+namespace ddetr {
+namespace {
+
+bool cpu_has(const char* feature) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  // __builtin_cpu_supports needs a literal, so the features are spelled out.
+  const std::string f(feature);
+  if (f == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (f == "avx512")
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#else
+  (void)feature;
+#endif
+  return false;
+}
+
+const cpu::KernelTable& pick_kernels() {
+  // DDETR_CPU_ISA=baseline|avx2|avx512 caps the choice (for testing and comparison).
+  const char* cap_env = std::getenv("DDETR_CPU_ISA");
+  const std::string cap = cap_env ? cap_env : "avx512";
+#if defined(DDETR_HAVE_AVX512)
+  if (cap == "avx512" && cpu_has("avx512")) return cpu::kernel_table_avx512();
+#endif
+#if defined(DDETR_HAVE_AVX2)
+  if ((cap == "avx512" || cap == "avx2") && cpu_has("avx2")) return cpu::kernel_table_avx2();
+#endif
+  return cpu::kernel_table_baseline();
+}
+
+const cpu::KernelTable& kernels() {
+  static const cpu::KernelTable& table = pick_kernels();
+  return table;
+}
+
+void run_kernel(const ForwardParams<float>& p, int64_t b, int64_t e) {
+  kernels().forward_f32(p, b, e);
+}
+void run_kernel(const ForwardParams<double>& p, int64_t b, int64_t e) {
+  kernels().forward_f64(p, b, e);
+}
+void run_kernel(const BackwardParams<float>& p, int64_t b, int64_t e) {
+  kernels().backward_f32(p, b, e);
+}
+void run_kernel(const BackwardParams<double>& p, int64_t b, int64_t e) {
+  kernels().backward_f64(p, b, e);
+}
+
+// Half types have no CPU kernel of their own: they compute in float32 and round once.
+at::ScalarType compute_dtype(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+struct CpuInputs {
+  at::Tensor value, shapes, starts, loc, attn;
+};
+
+CpuInputs prepare(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                  const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+                  const at::Tensor& attention_weights) {
+  const auto dt = compute_dtype(value.scalar_type());
+  return {value.to(dt).contiguous(), spatial_shapes.to(at::kLong).contiguous(),
+          level_start_index.to(at::kLong).contiguous(), sampling_locations.to(dt).contiguous(),
+          attention_weights.to(dt).contiguous()};
+}
+
+// Work items per parallel chunk: enough to amortise the scheduling, few enough to balance.
+int64_t grain(int64_t items, int64_t cost_per_item) {
+  return std::max<int64_t>(1, std::min<int64_t>(items / (4 * at::get_num_threads() + 1) + 1,
+                                                32768 / std::max<int64_t>(cost_per_item, 1) + 1));
+}
+
+}  // namespace
+
+const char* cpu_kernel_isa() { return kernels().isa; }
+
+at::Tensor ms_deform_attn_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                              const at::Tensor& level_start_index,
+                              const at::Tensor& sampling_locations,
+                              const at::Tensor& attention_weights, int64_t im2col_step) {
+  // im2col_step only sized the 2020 CUDA kernel's batches; every batch size works here.
+  const Shape s = check_forward_args(value, spatial_shapes, level_start_index, sampling_locations,
+                                     attention_weights, im2col_step);
+  TORCH_CHECK_VALUE(value.device().is_cpu() && spatial_shapes.device().is_cpu() &&
+                        level_start_index.device().is_cpu(),
+                    "ms_deform_attn's CPU kernel needs every argument on the CPU");
+  const CpuInputs in =
+      prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  at::Tensor out = at::empty({s.N, s.Lq, s.M * s.D}, in.value.options());
+  if (out.numel() == 0) return out.to(value.scalar_type());
+  if (s.P == 0) return out.zero_().to(value.scalar_type());
+
+  AT_DISPATCH_FLOATING_TYPES(in.value.scalar_type(), "ms_deform_attn_cpu", [&] {
+    ForwardParams<scalar_t> p{s,
+                              in.value.data_ptr<scalar_t>(),
+                              in.shapes.data_ptr<int64_t>(),
+                              in.starts.data_ptr<int64_t>(),
+                              in.loc.data_ptr<scalar_t>(),
+                              in.attn.data_ptr<scalar_t>(),
+                              out.data_ptr<scalar_t>()};
+    at::parallel_for(0, s.N * s.Lq, grain(s.N * s.Lq, s.M * s.L * s.P * s.D),
+                     [&](int64_t begin, int64_t end) { run_kernel(p, begin, end); });
+  });
+  return out.to(value.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+    const at::Tensor& attention_weights, int64_t im2col_step) {
+  const Shape s = check_backward_args(grad_output, value, spatial_shapes, level_start_index,
+                                      sampling_locations, attention_weights, im2col_step);
+  TORCH_CHECK_VALUE(value.device().is_cpu() && spatial_shapes.device().is_cpu() &&
+                        level_start_index.device().is_cpu(),
+                    "ms_deform_attn_backward's CPU kernel needs every argument on the CPU");
+  const CpuInputs in =
+      prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  const at::Tensor grad = grad_output.to(in.value.scalar_type()).contiguous();
+  at::Tensor grad_value = at::zeros_like(in.value);
+  at::Tensor grad_loc = at::empty_like(in.loc);
+  at::Tensor grad_attn = at::empty_like(in.attn);
+  if (grad_loc.numel() > 0 && s.D > 0) {
+    AT_DISPATCH_FLOATING_TYPES(in.value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
+      BackwardParams<scalar_t> p{s,
+                                 in.value.data_ptr<scalar_t>(),
+                                 in.shapes.data_ptr<int64_t>(),
+                                 in.starts.data_ptr<int64_t>(),
+                                 in.loc.data_ptr<scalar_t>(),
+                                 in.attn.data_ptr<scalar_t>(),
+                                 grad.data_ptr<scalar_t>(),
+                                 grad_value.data_ptr<scalar_t>(),
+                                 grad_loc.data_ptr<scalar_t>(),
+                                 grad_attn.data_ptr<scalar_t>()};
+      // One (batch, head) per item: disjoint grad_value slices, so no atomics and the same
+      // bits for any thread count.
+      at::parallel_for(0, s.N * s.M, 1, [&](int64_t begin, int64_t end) { run_kernel(p, begin, end); });
+    });
+  } else {
+    grad_loc.zero_();
+    grad_attn.zero_();
+  }
+  const auto dt = value.scalar_type();
+  return {grad_value.to(dt), grad_loc.to(dt), grad_attn.to(dt)};
+}
+
+}  // namespace ddetr

@@ -1,0 +1,45 @@
+// Arguments of the ms_deform_attn kernels, filled once by the torch glue and handed to
+// every backend. Plain C++ (no torch header) so the CUDA kernels compile with nvcc alone.
+// All tensors are dense and contiguous in the 2020 layout; sizes are int64 so that index
+// products never overflow.
+#pragma once
+#include <cstdint>
+
+namespace ddetr {
+
+struct Shape {
+  int64_t N;   // batch
+  int64_t S;   // value rows: sum over levels of H * W
+  int64_t M;   // heads
+  int64_t D;   // channels per head
+  int64_t L;   // levels
+  int64_t P;   // points per level and head
+  int64_t Lq;  // queries
+};
+
+template <typename scalar_t>
+struct ForwardParams {
+  Shape shape;
+  const scalar_t* value;         // (N, S, M, D)
+  const int64_t* spatial_shapes;  // (L, 2) as (H, W)
+  const int64_t* level_start;    // (L)
+  const scalar_t* loc;           // (N, Lq, M, L, P, 2) normalised (x, y)
+  const scalar_t* attn;          // (N, Lq, M, L, P)
+  scalar_t* output;              // (N, Lq, M, D)
+};
+
+template <typename scalar_t>
+struct BackwardParams {
+  Shape shape;
+  const scalar_t* value;
+  const int64_t* spatial_shapes;
+  const int64_t* level_start;
+  const scalar_t* loc;
+  const scalar_t* attn;
+  const scalar_t* grad_output;  // (N, Lq, M, D)
+  scalar_t* grad_value;         // (N, S, M, D), zero on entry
+  scalar_t* grad_loc;           // (N, Lq, M, L, P, 2)
+  scalar_t* grad_attn;          // (N, Lq, M, L, P)
+};
+
+}  // namespace ddetr

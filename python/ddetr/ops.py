@@ -1,0 +1,131 @@
+"""The ms_deform_attn op: Python entry point, autograd and fake (meta) registrations, and
+the pure-PyTorch reference used by tests and benchmarks.
+
+The compiled op is `torch.ops.ddetr.ms_deform_attn(value, spatial_shapes,
+level_start_index, sampling_locations, attention_weights, im2col_step)` with the layout
+of the 2020 `MSDeformAttnFunction`:
+
+- value (N, S, M, D); spatial_shapes (L, 2) int64 as (H, W); level_start_index (L) int64
+- sampling_locations (N, Lq, M, L, P, 2) normalised (x, y) in [0, 1]
+- attention_weights (N, Lq, M, L, P); output (N, Lq, M * D)
+
+Sampling is bilinear with zero padding and align_corners=False, exactly `grid_sample` on
+2 * loc - 1. Locations outside the map, or non-finite (NaN, inf), contribute zero and get
+zero gradient.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ms_deform_attn", "ms_deform_attn_pytorch", "compute_level_start_index"]
+
+_op = torch.ops.ddetr.ms_deform_attn
+_op_backward = torch.ops.ddetr.ms_deform_attn_backward
+
+
+def compute_level_start_index(spatial_shapes: torch.Tensor) -> torch.Tensor:
+    """Offsets of each level in the flattened value: 0, H0*W0, H0*W0 + H1*W1, ..."""
+    areas = spatial_shapes.prod(1)
+    return torch.cat((areas.new_zeros(1), areas.cumsum(0)[:-1]))
+
+
+def ms_deform_attn(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    level_start_index: torch.Tensor | None = None,
+    im2col_step: int = 64,
+) -> torch.Tensor:
+    """Multi-scale deformable attention; see the module docstring for shapes.
+
+    `level_start_index` is derived from `spatial_shapes` when not given. `im2col_step` is
+    accepted for code written against the 2020 op and otherwise ignored.
+    """
+    if level_start_index is None:
+        level_start_index = compute_level_start_index(spatial_shapes)
+    return _op(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+               im2col_step)
+
+
+# ---------------------------------------------------------------------------- fake kernels
+@torch.library.register_fake("ddetr::ms_deform_attn")
+def _fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+          im2col_step):
+    torch._check(value.dim() == 4, lambda: "value must have 4 dimensions (N, S, M, D)")
+    torch._check(sampling_locations.dim() == 6,
+                 lambda: "sampling_locations must have 6 dimensions (N, Lq, M, L, P, 2)")
+    n, _, m, d = value.shape
+    return value.new_empty((n, sampling_locations.shape[1], m * d))
+
+
+@torch.library.register_fake("ddetr::ms_deform_attn_backward")
+def _fake_backward(grad_output, value, spatial_shapes, level_start_index, sampling_locations,
+                   attention_weights, im2col_step):
+    return (torch.empty_like(value), torch.empty_like(sampling_locations),
+            torch.empty_like(attention_weights))
+
+
+# -------------------------------------------------------------------------------- autograd
+def _setup_context(ctx, inputs, output):
+    value, spatial_shapes, level_start, loc, attn, im2col_step = inputs
+    ctx.save_for_backward(value, spatial_shapes, level_start, loc, attn)
+    ctx.im2col_step = im2col_step
+
+
+def _backward(ctx, grad_output):
+    value, spatial_shapes, level_start, loc, attn = ctx.saved_tensors
+    if not any(ctx.needs_input_grad[i] for i in (0, 3, 4)):
+        return None, None, None, None, None, None
+    grad_value, grad_loc, grad_attn = _op_backward(
+        grad_output.contiguous(), value, spatial_shapes, level_start, loc, attn, ctx.im2col_step)
+    return grad_value, None, None, grad_loc, grad_attn, None
+
+
+torch.library.register_autograd("ddetr::ms_deform_attn", _backward, setup_context=_setup_context)
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "ms_deform_attn does not support double backward (gradients of its gradients); "
+        "use ddetr.ops.ms_deform_attn_pytorch where second derivatives are needed")
+
+
+def _setup_nothing(ctx, inputs, output):
+    pass
+
+
+torch.library.register_autograd("ddetr::ms_deform_attn_backward", _no_double_backward,
+                                setup_context=_setup_nothing)
+
+
+# ------------------------------------------------------------------------ the reference
+def ms_deform_attn_pytorch(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Pure-PyTorch reference (grid_sample per level, as in the 2020 repository's test).
+
+    For tests and comparison only: it materialises every sampled value, so it is slow and
+    memory-hungry. Differentiable (also twice) through grid_sample.
+    """
+    n, _, m, d = value.shape
+    _, lq, _, n_levels, n_points, _ = sampling_locations.shape
+    areas = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
+    value_list = value.split(areas, dim=1)
+    grids = 2 * sampling_locations - 1
+    sampled = []
+    for level, (h, w) in enumerate(spatial_shapes.tolist()):
+        # (N, H*W, M, D) -> (N*M, D, H, W)
+        v = value_list[level].flatten(2).transpose(1, 2).reshape(n * m, d, int(h), int(w))
+        # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
+        g = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
+        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros",
+                                     align_corners=False))  # (N*M, D, Lq, P)
+    # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
+    attn = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, n_levels * n_points)
+    out = (torch.stack(sampled, dim=-2).flatten(-2) * attn).sum(-1).view(n, m * d, lq)
+    return out.transpose(1, 2).contiguous()
