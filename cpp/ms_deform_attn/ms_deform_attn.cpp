@@ -100,8 +100,8 @@ Shape check_forward_args(const at::Tensor& value, const at::Tensor& spatial_shap
                         " (the sum of H * W over the levels before it), got ", start[l]);
       // Division, not H * W, so that absurd sizes cannot overflow before being refused.
       TORCH_CHECK_VALUE(H <= (s.S - total) / W,
-                        "spatial_shapes' H * W summed over levels exceeds value's S = ", s.S,
-                        " at level ", l, " (", H, " x ", W, ")");
+                        "value has S = ", s.S, " rows but spatial_shapes' H * W sum to more (",
+                        "level ", l, " is ", H, " x ", W, ")");
       total += H * W;
     }
     TORCH_CHECK_VALUE(total == s.S, "value has S = ", s.S,

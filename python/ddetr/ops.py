@@ -53,9 +53,19 @@ def ms_deform_attn(
 @torch.library.register_fake("ddetr::ms_deform_attn")
 def _fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
           im2col_step):
-    torch._check(value.dim() == 4, lambda: "value must have 4 dimensions (N, S, M, D)")
-    torch._check(sampling_locations.dim() == 6,
-                 lambda: "sampling_locations must have 6 dimensions (N, Lq, M, L, P, 2)")
+    # The checks that need no data; the real kernels repeat them and check the rest.
+    if value.dim() != 4:
+        raise ValueError(f"value must have 4 dimensions (N, S, M, D), got {tuple(value.shape)}")
+    if sampling_locations.dim() != 6:
+        raise ValueError("sampling_locations must have 6 dimensions (N, Lq, M, L, P, 2), "
+                         f"got {tuple(sampling_locations.shape)}")
+    tensors = (value, sampling_locations, attention_weights)
+    if len({t.device for t in tensors}) != 1:
+        raise ValueError("value, sampling_locations and attention_weights must be on one device, "
+                         f"got {', '.join(str(t.device) for t in tensors)}")
+    if len({t.dtype for t in tensors}) != 1:
+        raise TypeError("value, sampling_locations and attention_weights must share one dtype, "
+                        f"got {', '.join(str(t.dtype) for t in tensors)}")
     n, _, m, d = value.shape
     return value.new_empty((n, sampling_locations.shape[1], m * d))
 

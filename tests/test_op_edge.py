@@ -1,0 +1,138 @@
+"""Valid edge cases of the op: empty sizes, 1x1 levels, far and non-finite locations,
+thread counts, instruction sets, half types, double backward."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ddetr.ops import ms_deform_attn_pytorch
+from op_cases import make_inputs
+
+op = torch.ops.ddetr.ms_deform_attn
+op_backward = torch.ops.ddetr.ms_deform_attn_backward
+
+
+@pytest.mark.parametrize("n,lq", [(0, 5), (2, 0), (0, 0)])
+def test_empty_batch_or_queries(n, lq):
+    value, shapes, start, loc, attn = make_inputs([[3, 4], [1, 2]], n, lq, 2, 5, 2,
+                                                  requires_grad=True)
+    out = op(value, shapes, start, loc, attn, 64)
+    assert out.shape == (n, lq, 10)
+    out.sum().backward()
+    assert value.grad.shape == value.shape and not value.grad.any()
+    assert loc.grad.shape == loc.shape and attn.grad.shape == attn.shape
+
+
+def test_far_outside_contributes_zero():
+    value, shapes, start, loc, attn = make_inputs([[4, 4], [2, 2]], 2, 6, 2, 3, 2,
+                                                  requires_grad=True)
+    with torch.no_grad():
+        loc[..., 0] = torch.where(torch.rand(loc.shape[:-1]) < 0.5, -5.0, 1e30)
+    out = op(value, shapes, start, loc, attn, 64)
+    assert not out.any()
+    out.sum().backward()
+    assert not value.grad.any() and not loc.grad.any() and not attn.grad.any()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_locations_contribute_zero(bad):
+    value, shapes, start, loc, attn = make_inputs([[5, 4], [2, 3]], 2, 6, 2, 3, 2)
+    loc_bad = loc.clone()
+    loc_bad[0, 1, 0, 0, 0, 1] = bad  # one point of one query
+    out = op(value, shapes, start, loc_bad, attn, 64)
+    # the same as if that point's weight were zero
+    attn_zero = attn.clone()
+    attn_zero[0, 1, 0, 0, 0] = 0
+    torch.testing.assert_close(out, op(value, shapes, start, loc, attn_zero, 64))
+    gv, gl, ga = op_backward(torch.ones_like(out), value, shapes, start, loc_bad, attn, 64)
+    assert torch.isfinite(gv).all() and torch.isfinite(gl).all() and torch.isfinite(ga).all()
+    assert gl[0, 1, 0, 0, 0].tolist() == [0.0, 0.0] and ga[0, 1, 0, 0, 0] == 0
+
+
+def test_infinite_value_outside_the_map_stays_out():
+    # zero padding must not turn into NaN when a neighbouring row holds inf
+    value, shapes, start, loc, attn = make_inputs([[1, 2]], 1, 1, 1, 2, 1)
+    value[0, 1] = float("inf")
+    loc[...] = torch.tensor([0.1, 0.5], dtype=torch.float64)  # left half: column 1 unused
+    out = op(value, shapes, start, loc, attn, 64)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ms_deform_attn_pytorch(value, shapes, loc, attn))
+
+
+def test_one_and_two_threads_bitwise_equal():
+    inputs = make_inputs([[20, 17], [10, 9], [5, 5], [3, 3]], 2, 50, 4, 32, 4,
+                         dtype=torch.float32, seed=8)
+    grad = torch.randn(2, 50, 128)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append((op(*inputs, 64), *op_backward(grad, *inputs, 64)))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2"])
+def test_other_instruction_sets(isa):
+    # each instruction-set copy of the CPU kernels against the reference, in a fresh process
+    code = (
+        "import torch, ddetr, sys; sys.path.insert(0, 'tests');"
+        "from op_cases import make_inputs;"
+        "from ddetr.ops import ms_deform_attn_pytorch as ref;"
+        "v,s,st,l,a = make_inputs([[9,7],[4,4],[1,1]], 2, 7, 3, 32, 3, requires_grad=True);"
+        "print(ddetr.build_info()['cpu_kernel_isa']);"
+        "o = torch.ops.ddetr.ms_deform_attn(v,s,st,l,a,64);"
+        "torch.testing.assert_close(o, ref(v,s,l,a), rtol=1e-10, atol=1e-10);"
+        "g1 = torch.autograd.grad(o.sum(), (v,l,a)); g2 = torch.autograd.grad(ref(v,s,l,a).sum(), (v,l,a));"
+        "[torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9) for x, y in zip(g1, g2)]"
+    )
+    env = dict(os.environ, DDETR_CPU_ISA=isa)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() in (isa, "baseline")  # a CPU without avx2 falls back
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_types_on_cpu(dtype):
+    value, shapes, start, loc, attn = make_inputs([[6, 5], [3, 3]], 2, 8, 2, 16, 3,
+                                                  dtype=torch.float32, requires_grad=True)
+    half = [t.detach().to(dtype).requires_grad_() for t in (value, loc, attn)]
+    out = op(half[0], shapes, start, half[1], half[2], 64)
+    assert out.dtype == dtype
+    # the same computation on the rounded inputs in float64
+    want = ms_deform_attn_pytorch(*(t.double() for t in (half[0], shapes)), half[1].double(),
+                                  half[2].double())
+    torch.testing.assert_close(out.double(), want, rtol=2e-2, atol=2e-2)
+    out.float().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == dtype for t in half)
+
+
+def test_double_backward_raises_clearly():
+    value, shapes, start, loc, attn = make_inputs([[3, 3]], 1, 2, 1, 2, 2, requires_grad=True)
+    out = op(value, shapes, start, loc, attn, 64)
+    (g,) = torch.autograd.grad(out.sum(), value, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        g.sum().backward()
+
+
+def test_import_refuses_other_torch():
+    code = "import torch; torch.__version__ = '1.0.0'; import ddetr"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    assert "built against torch" in res.stderr and "1.0.0" in res.stderr
+
+
+def test_build_info():
+    import ddetr
+    info = ddetr.build_info()
+    assert info["torch_version"] == torch.__version__
+    assert info["cpu_kernel_isa"] in ("baseline", "avx2", "avx512")
+    assert "OpenMP" in info["parallel"] or "native" in info["parallel"]
+    assert info["cuda"] == bool(info["cuda_archs"])

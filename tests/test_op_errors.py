@@ -1,0 +1,133 @@
+"""Malformed arguments get a clear exception naming the argument, never a crash. Each case
+also runs in a fresh process in test_errors_in_subprocess, so a crash would fail it
+rather than take the suite down."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from op_cases import make_inputs
+
+op = torch.ops.ddetr.ms_deform_attn
+op_backward = torch.ops.ddetr.ms_deform_attn_backward
+
+
+def good():
+    v, s, st, l, a = make_inputs([[4, 5], [2, 3]], 2, 3, 2, 4, 2)
+    return dict(value=v, spatial_shapes=s, level_start_index=st, sampling_locations=l,
+                attention_weights=a)
+
+
+def with_(**changes):
+    def build():
+        args = good()
+        for k, f in changes.items():
+            args[k] = f(args[k]) if callable(f) else f
+        return args
+    return build
+
+
+# (name, arguments, exception type, words the message must contain)
+BAD = [
+    ("value rank", with_(value=lambda v: v[0]), ValueError, "value must have 4 dimensions"),
+    ("locations rank", with_(sampling_locations=lambda t: t[..., 0]), ValueError,
+     "sampling_locations must have 6 dimensions"),
+    ("weights rank", with_(attention_weights=lambda t: t[..., None]), ValueError,
+     "attention_weights must have 5 dimensions"),
+    ("shapes rank", with_(spatial_shapes=lambda s: s.flatten()), ValueError,
+     "spatial_shapes must have 2 dimensions"),
+    ("start rank", with_(level_start_index=lambda s: s[None]), ValueError,
+     "level_start_index must have 1 dimensions"),
+    ("S mismatch", with_(value=lambda v: v[:, :-1]), ValueError, "value has S = 25"),
+    ("S larger", with_(value=lambda v: torch.cat([v, v[:, :1]], 1)), ValueError, "S = 27"),
+    ("start inconsistent", with_(level_start_index=torch.tensor([0, 19])), ValueError,
+     "level_start_index[1] must be 20"),
+    ("start length", with_(level_start_index=torch.tensor([0])), ValueError,
+     "level_start_index has 1 levels"),
+    ("start nonzero", with_(level_start_index=torch.tensor([1, 21])), ValueError,
+     "level_start_index[0] must be 0"),
+    ("zero height", with_(spatial_shapes=torch.tensor([[0, 5], [2, 3]])), ValueError,
+     "spatial_shapes[0] must be positive"),
+    ("negative", with_(spatial_shapes=torch.tensor([[-4, -5], [2, 3]])), ValueError,
+     "must be positive"),
+    ("overflowing shapes", with_(spatial_shapes=torch.tensor([[2**40, 2**40], [2, 3]])),
+     ValueError, "value has S = 26 rows but"),
+    ("no levels", with_(spatial_shapes=torch.zeros(0, 2, dtype=torch.int64),
+                        level_start_index=torch.zeros(0, dtype=torch.int64)),
+     ValueError, "at least one level"),
+    ("shapes columns", with_(spatial_shapes=lambda s: torch.cat([s, s[:, :1]], 1)), ValueError,
+     "spatial_shapes has 3 entries per level"),
+    ("L mismatch", with_(sampling_locations=lambda t: t[:, :, :, :1]), ValueError,
+     "sampling_locations has 1 levels"),
+    ("M mismatch", with_(sampling_locations=lambda t: t[:, :, :1]), ValueError,
+     "sampling_locations has 1 heads"),
+    ("N mismatch", with_(sampling_locations=lambda t: t[:1]), ValueError,
+     "sampling_locations has 1 batch entries"),
+    ("weights N", with_(attention_weights=lambda t: t[:1]), ValueError,
+     "attention_weights has 1 batch entries"),
+    ("weights Lq", with_(attention_weights=lambda t: t[:, :1]), ValueError,
+     "attention_weights has 1 queries"),
+    ("P mismatch", with_(attention_weights=lambda t: t[..., :1]), ValueError,
+     "attention_weights has 1 points"),
+    ("coords", with_(sampling_locations=lambda t: torch.cat([t, t[..., :1]], -1)), ValueError,
+     "sampling_locations has 3 coordinates"),
+    ("mixed dtypes", with_(sampling_locations=lambda t: t.float()), TypeError,
+     "must share one dtype"),
+    ("integer value", with_(value=lambda v: v.long()), TypeError,
+     "value must be a floating-point tensor"),
+    ("float shapes", with_(spatial_shapes=lambda s: s.float()), TypeError,
+     "spatial_shapes must be an integer tensor"),
+    ("bool start", with_(level_start_index=lambda s: s.bool()), TypeError,
+     "level_start_index must be an integer tensor"),
+    ("meta device", with_(value=lambda v: v.to("meta")), ValueError, "one device"),
+]
+
+
+@pytest.mark.parametrize("name,build,exc,words", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_forward(name, build, exc, words):
+    args = build()
+    with pytest.raises(exc) as info:
+        op(*args.values(), 64)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("step", [0, -64])
+def test_bad_im2col_step(step):
+    with pytest.raises(ValueError, match="im2col_step must be positive"):
+        op(*good().values(), step)
+
+
+def test_bad_grad_output():
+    args = list(good().values())
+    out = op(*args, 64)
+    with pytest.raises(ValueError, match="grad_output must have shape"):
+        op_backward(out[:, :1], *args, 64)
+    with pytest.raises(TypeError, match="grad_output must be"):
+        op_backward(out.float(), *args, 64)
+    # the backward checks its forward arguments too
+    args[0] = args[0][:, :-1]
+    with pytest.raises(ValueError, match="value has S"):
+        op_backward(out, *args, 64)
+
+
+def test_errors_in_subprocess():
+    # every case in one fresh process: a crash (signal) fails this test instead of pytest
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import ddetr, torch;"
+        "from test_op_errors import BAD, op;\n"
+        "for name, build, exc, words in BAD:\n"
+        "    try:\n"
+        "        op(*build().values(), 64)\n"
+        "    except exc as e:\n"
+        "        assert words in str(e), (name, str(e))\n"
+        "    else:\n"
+        "        raise AssertionError(name + ' did not raise')\n"
+        "print('ok', len(BAD))\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    assert res.stdout.strip() == f"ok {len(BAD)}"

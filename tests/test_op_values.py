@@ -1,0 +1,93 @@
+"""The compiled op against the pure-PyTorch grid_sample reference: forward and the three
+gradients, float64 and float32, on many shapes."""
+import pytest
+import torch
+
+import ddetr
+from ddetr.ops import ms_deform_attn_pytorch
+from op_cases import CASES, case_id, make_inputs
+
+op = torch.ops.ddetr.ms_deform_attn
+
+
+def run_both(inputs, grad_seed=1):
+    value, shapes, start, loc, attn = inputs
+    out = op(value, shapes, start, loc, attn, 64)
+    ref = ms_deform_attn_pytorch(value.double(), shapes, loc.double(), attn.double())
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed),
+                       dtype=torch.float64)
+    got = torch.autograd.grad(out, (value, loc, attn), grad.to(out.dtype))
+    want = torch.autograd.grad(ref, (value, loc, attn), grad)
+    return out, ref, got, want
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_matches_reference(case, dtype):
+    shapes, n, lq, m, d, p = case
+    inputs = make_inputs(shapes, n, lq, m, d, p, dtype=dtype, requires_grad=True)
+    out, ref, got, want = run_both(inputs)
+    assert out.shape == (n, lq, m * d) and out.dtype == dtype
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.double(), ref, **tol)
+    for name, a, b in zip(("value", "sampling_locations", "attention_weights"), got, want):
+        # location gradients scale with the map size; compare relative to their magnitude
+        scale = max(1.0, b.abs().max().item())
+        torch.testing.assert_close(a.double() / scale, b.double() / scale, **tol,
+                                   msg=lambda m: f"grad {name}: {m}")
+
+
+@pytest.mark.parametrize("spread", [(0.0, 1.0), (-3.0, 4.0), (0.45, 0.55)])
+def test_location_spreads(spread):
+    inputs = make_inputs([[7, 5], [4, 3], [2, 2]], 2, 13, 4, 8, 4, spread=spread, seed=3,
+                         requires_grad=True)
+    out, ref, got, want = run_both(inputs)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_batch_97_with_im2col_step_64():
+    # the 2020 op refused batch sizes not divisible by im2col_step
+    value, shapes, start, loc, attn = make_inputs([[6, 5], [3, 3]], 97, 6, 2, 8, 2, seed=4)
+    out = op(value, shapes, start, loc, attn, 64)
+    ref = ms_deform_attn_pytorch(value, shapes, loc, attn)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_non_contiguous_inputs():
+    value, shapes, start, loc, attn = make_inputs([[5, 6], [2, 3]], 3, 4, 2, 6, 3, seed=5)
+    # same values, different strides: transposed copies viewed back, and a strided slice
+    v_nc = value.transpose(1, 2).contiguous().transpose(1, 2)
+    loc_nc = loc.permute(5, 0, 1, 2, 3, 4).contiguous().permute(1, 2, 3, 4, 5, 0)
+    attn_nc = torch.stack([attn, attn], -1)[..., 0]
+    shapes_nc = torch.stack([shapes, shapes], 0)[0].t().contiguous().t()
+    assert not (v_nc.is_contiguous() or loc_nc.is_contiguous() or attn_nc.is_contiguous()
+                or shapes_nc.is_contiguous())
+    torch.testing.assert_close(op(v_nc, shapes_nc, start, loc_nc, attn_nc, 64),
+                               op(value, shapes, start, loc, attn, 64), rtol=0, atol=0)
+
+
+def test_python_wrapper_derives_level_start_index():
+    value, shapes, start, loc, attn = make_inputs([[4, 4], [2, 3], [1, 1]], seed=6)
+    torch.testing.assert_close(ddetr.ms_deform_attn(value, shapes, loc, attn),
+                               op(value, shapes, start, loc, attn, 64), rtol=0, atol=0)
+    assert start.tolist() == [0, 16, 22]
+
+
+def test_spatial_shapes_int32_accepted():
+    value, shapes, start, loc, attn = make_inputs([[4, 4], [2, 3]], seed=7)
+    torch.testing.assert_close(op(value, shapes.int(), start.int(), loc, attn, 64),
+                               op(value, shapes, start, loc, attn, 64), rtol=0, atol=0)
+
+
+def test_brute_force_single_point():
+    # one point, one level, hand-placed between pixel centres: output is the bilinear mix
+    value = torch.arange(12, dtype=torch.float64).view(1, 12, 1, 1)  # a 3 x 4 map
+    shapes = torch.tensor([[3, 4]])
+    x, y = 1.25 / 4, 1.5 / 3  # pixel coordinates (0.75, 1.0)
+    loc = torch.tensor([x, y], dtype=torch.float64).view(1, 1, 1, 1, 1, 2)
+    attn = torch.full((1, 1, 1, 1, 1), 2.0, dtype=torch.float64)
+    out = op(value, shapes, torch.tensor([0]), loc, attn, 1)
+    # row 1: values 4..7; x = 0.75 mixes columns 0 and 1: 0.25 * 4 + 0.75 * 5
+    assert out.item() == pytest.approx(2.0 * (0.25 * 4 + 0.75 * 5))
