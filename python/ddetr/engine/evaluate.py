@@ -1,0 +1,128 @@
+"""COCO box evaluation with pycocotools, merged across processes.
+
+Each process collects its detections; `CocoEvaluator.summarize` gathers them (a
+DistributedSampler pads the last batch with repeated images: those are deduplicated by
+image id), and COCOeval runs once, on the main process, over the images seen."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import math
+
+import torch
+
+from . import distributed as D
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
+                "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def to_coco_detections(results: dict, label_to_category: dict | None = None) -> list:
+    """{image_id: {'scores', 'labels', 'boxes' (absolute xyxy)}} -> COCO result entries."""
+    out = []
+    for image_id, r in results.items():
+        boxes = r["boxes"].detach().float().cpu()
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
+        for box, score, label in zip(xywh, r["scores"].tolist(), r["labels"].tolist()):
+            cat = label_to_category.get(int(label)) if label_to_category else int(label)
+            if cat is None:  # a class with no category (e.g. COCO's unused ids)
+                continue
+            out.append({"image_id": int(image_id), "category_id": cat,
+                        "bbox": [round(v, 3) for v in box], "score": float(score)})
+    return out
+
+
+def coco_metrics(coco_gt, detections: list, image_ids=None) -> tuple:
+    """(metrics dict, COCOeval text summary) of `detections` against `coco_gt`."""
+    from pycocotools.cocoeval import COCOeval
+
+    image_ids = sorted(coco_gt.getImgIds() if image_ids is None else set(image_ids))
+    if not detections:  # loadRes rejects an empty list; nothing detected scores zero
+        return {k: 0.0 for k in METRIC_NAMES}, "no detections\n"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        coco_dt = coco_gt.loadRes(copy.deepcopy(detections))
+        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        ev.params.imgIds = image_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    # COCOeval reports -1 where a size range has no ground truth
+    return {k: float(v) for k, v in zip(METRIC_NAMES, ev.stats)}, buf.getvalue()
+
+
+class CocoEvaluator:
+    def __init__(self, coco_gt, label_to_category: dict | None = None):
+        self.coco_gt = coco_gt
+        self.label_to_category = label_to_category
+        self.detections, self.image_ids = [], set()
+        self.summary = ""
+
+    def update(self, results: dict) -> None:
+        self.image_ids.update(int(i) for i in results)
+        self.detections.extend(to_coco_detections(results, self.label_to_category))
+
+    def summarize(self) -> dict | None:
+        """Metrics on the main process (None on the others)."""
+        gathered = D.all_gather_object((self.detections, sorted(self.image_ids)))
+        if not D.is_main_process():
+            return None
+        seen, dets = set(), []
+        for det, ids in gathered:
+            new = set(ids) - seen
+            dets.extend(d for d in det if d["image_id"] in new)
+            seen |= new
+        metrics, self.summary = coco_metrics(self.coco_gt, dets, seen)
+        return metrics
+
+
+def _float_outputs(x):
+    if torch.is_tensor(x):
+        return x.float() if x.is_floating_point() else x
+    if isinstance(x, dict):
+        return {k: _float_outputs(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_float_outputs(v) for v in x)
+    return x
+
+
+@torch.no_grad()
+def evaluate(model, criterion, postprocessors, loader, coco_gt, device,
+             label_to_category=None, amp: bool = False, progress=None) -> dict:
+    """Validation losses (averaged over batches and processes) and COCO metrics (on the
+    main process; empty dict elsewhere)."""
+    from ..data.collate import move_targets
+
+    model.eval()
+    if criterion is not None:
+        criterion.eval()
+    evaluator = CocoEvaluator(coco_gt, label_to_category)
+    sums, n = {}, 0
+    for i, (samples, targets) in enumerate(loader):
+        samples = samples.to(device)
+        targets = move_targets(targets, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            outputs = model(samples)
+        outputs = _float_outputs(outputs)
+        if criterion is not None:
+            losses = criterion(outputs, targets)
+            weights = criterion.weight_dict
+            total = sum(losses[k] * weights[k] for k in losses if k in weights)
+            losses = D.reduce_dict({"loss": total.detach()})
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n += 1
+        sizes = torch.stack([t["orig_size"] for t in targets])
+        results = postprocessors["bbox"](outputs, sizes)
+        evaluator.update({int(t["image_id"]): r for t, r in zip(targets, results)})
+        if progress is not None:
+            progress.update(i + 1, {k: v / max(n, 1) for k, v in sums.items()})
+    if progress is not None:
+        progress.close()
+    metrics = evaluator.summarize()
+    stats = {k: v / max(n, 1) for k, v in sums.items()}
+    if metrics is not None:
+        stats.update(metrics)
+        stats["coco_summary"] = evaluator.summary
+    return {k: v for k, v in stats.items() if not (isinstance(v, float) and math.isnan(v))}
