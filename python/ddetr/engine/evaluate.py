@@ -56,24 +56,25 @@ class CocoEvaluator:
     def __init__(self, coco_gt, label_to_category: dict | None = None):
         self.coco_gt = coco_gt
         self.label_to_category = label_to_category
-        self.detections, self.image_ids = [], set()
+        self.detections = {}  # image id -> its COCO result entries
         self.summary = ""
 
     def update(self, results: dict) -> None:
-        self.image_ids.update(int(i) for i in results)
-        self.detections.extend(to_coco_detections(results, self.label_to_category))
+        for image_id, r in results.items():
+            # an image seen twice (padding of a distributed sampler) counts once
+            self.detections.setdefault(int(image_id), to_coco_detections({image_id: r}, self.label_to_category))
 
     def summarize(self) -> dict | None:
         """Metrics on the main process (None on the others)."""
-        gathered = D.all_gather_object((self.detections, sorted(self.image_ids)))
+        gathered = D.all_gather_object(self.detections)
         if not D.is_main_process():
             return None
-        seen, dets = set(), []
-        for det, ids in gathered:
-            new = set(ids) - seen
-            dets.extend(d for d in det if d["image_id"] in new)
-            seen |= new
-        metrics, self.summary = coco_metrics(self.coco_gt, dets, seen)
+        merged = {}
+        for part in gathered:
+            for image_id, dets in part.items():
+                merged.setdefault(image_id, dets)
+        dets = [d for v in merged.values() for d in v]
+        metrics, self.summary = coco_metrics(self.coco_gt, dets, merged.keys())
         return metrics
 
 
