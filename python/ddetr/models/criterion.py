@@ -12,7 +12,8 @@ from ..util.misc import accuracy, get_world_size, is_dist_avail_and_initialized
 
 def sigmoid_focal_loss(inputs, targets, num_boxes, alpha: float = 0.25, gamma: float = 2):
     """Focal loss (RetinaNet) on logits (B, Q, C) against 0/1 targets of the same shape:
-    mean over classes, summed over queries and images, divided by num_boxes."""
+    mean over queries (dim 1), summed over images and classes, divided by num_boxes (the
+    criterion multiplies by Q, so in effect the sum over everything / num_boxes)."""
     prob = inputs.sigmoid()
     ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
     p_t = prob * targets + (1 - prob) * (1 - targets)
