@@ -1,0 +1,72 @@
+"""Detections on image files with a trained checkpoint: JSON and annotated PNGs."""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .train import model_from_checkpoint
+
+
+@torch.no_grad()
+def predict(images: list, checkpoint: str, output_dir: str, threshold: float = 0.3,
+            device: str = "cpu", image_size: int | None = None, show_sampling_points: bool = False,
+            top_queries: int = 3, quiet: bool = False) -> list:
+    """Run the model on each image; writes <stem>.png (boxes, labels, scores) and
+    detections.json to `output_dir`, returns the detections per image."""
+    from ..data.coco import load_image
+    from ..data.transforms import make_transforms
+    from ..visualize import SamplingRecorder, draw_detections, draw_sampling_points
+
+    ckpt = load_checkpoint(checkpoint)
+    model, post, saved = model_from_checkpoint(ckpt, device=device)
+    info = saved.get("dataset") or {}
+    names = {int(k): v for k, v in (info.get("label_names") or {}).items()}
+    to_cat = {int(k): v for k, v in (info.get("label_to_category") or {}).items()}
+    size = image_size or saved.get("image_size") or 800
+    transform = make_transforms("val", int(size))
+    recorder = SamplingRecorder(model.transformer.decoder.layers[-1].cross_attn) if show_sampling_points else None
+    os.makedirs(output_dir, exist_ok=True)
+    results = []
+    try:
+        for n, path in enumerate(images):
+            image = load_image(path, n)
+            x, _ = transform(image, {})
+            outputs = model([x.to(device)])
+            r = post["bbox"](outputs, torch.tensor([[image.height, image.width]], device=device))[0]
+            dets = []
+            for s, l, b in zip(r["scores"].tolist(), r["labels"].tolist(), r["boxes"].tolist()):
+                if s >= threshold:
+                    dets.append({"label": l, "category_id": to_cat.get(l, l), "name": names.get(l, str(l)),
+                                 "score": round(s, 4), "box": [round(v, 2) for v in b]})
+            picture = draw_detections(image, dets)
+            if recorder is not None:
+                picture = draw_sampling_points(picture, _top_query_points(outputs, recorder, image, top_queries)) \
+                    if recorder.loc is not None else picture
+                picture = draw_detections(picture, dets)  # boxes over the dots
+            stem = os.path.splitext(os.path.basename(path))[0]
+            out_png = os.path.join(output_dir, f"{stem}.png")
+            if os.path.abspath(out_png) == os.path.abspath(path):
+                out_png = os.path.join(output_dir, f"{stem}_pred.png")
+            picture.save(out_png)
+            results.append({"image": path, "output": out_png, "detections": dets})
+            if not quiet:
+                print(f"{path}: {len(dets)} detection(s) -> {out_png}")
+    finally:
+        if recorder is not None:
+            recorder.remove()
+    with open(os.path.join(output_dir, "detections.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    return results
+
+
+def _top_query_points(outputs, recorder, image, k: int) -> list:
+    """The sampling points (all heads, levels, points) of the k best-scoring queries."""
+    prob = outputs["pred_logits"][0].sigmoid()
+    score, label = prob.max(-1)
+    top = score.topk(min(k, len(score))).indices
+    loc, w = recorder.loc[0], recorder.weights[0]  # (Q, M, L, P, 2), (Q, M, L, P)
+    scale = torch.tensor([image.width, image.height], dtype=loc.dtype, device=loc.device)
+    return [(int(label[q]), (loc[q].reshape(-1, 2) * scale).cpu(), w[q].reshape(-1).cpu()) for q in top]
