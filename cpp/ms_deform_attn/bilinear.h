@@ -22,36 +22,42 @@ struct Corners {
   int64_t offset[4];  // y * W + x within the level, or -1 when outside the map
   acc_t weight[4];    // bilinear weights
   acc_t lx, ly;       // fractional parts, needed by the gradient
+  int64_t x0, y0;     // top-left corner (each may be -1), e.g. to bucket points by cell
 };
 
-// Fills `c` for the normalised location (x, y) on an H x W map. Returns false when the
-// point lies entirely outside (then nothing is touched). NaN or infinite locations fail
-// the range test and so contribute zero: no float-to-int conversion of a non-finite value.
+// Fills `c` for the normalised location (x, y) on an H x W map and returns whether any
+// corner lies on the map. Branch-free, so CPU loops over points vectorise and GPU warps do
+// not diverge. A point outside the map, or non-finite (NaN fails every comparison), gets
+// four invalid corners; it is moved to a harmless spot before the float-to-int
+// conversion, which would be undefined for out-of-range values.
 template <typename acc_t>
 DDETR_HD bool bilinear_corners(acc_t x, acc_t y, int64_t H, int64_t W, Corners<acc_t>& c) {
   const acc_t px = x * static_cast<acc_t>(W) - acc_t(0.5);
   const acc_t py = y * static_cast<acc_t>(H) - acc_t(0.5);
-  if (!(px > acc_t(-1) && py > acc_t(-1) && px < static_cast<acc_t>(W) &&
-        py < static_cast<acc_t>(H))) {
-    return false;
-  }
-  // px, py in (-1, size): floor fits in int64 and is >= -1.
-  const int64_t x0 = static_cast<int64_t>(px + acc_t(1)) - 1;  // floor for px > -1
-  const int64_t y0 = static_cast<int64_t>(py + acc_t(1)) - 1;
+  const bool inside = px > acc_t(-1) && py > acc_t(-1) && px < static_cast<acc_t>(W) &&
+                      py < static_cast<acc_t>(H);
+  // For px in (-1, W), truncating px + 1 is floor(px) + 1. Outside points use -1 here,
+  // giving x0 = -2: both corner columns invalid.
+  const acc_t sx = inside ? px + acc_t(1) : acc_t(-1);
+  const acc_t sy = inside ? py + acc_t(1) : acc_t(-1);
+  const int64_t x0 = inside ? static_cast<int64_t>(sx) - 1 : int64_t(-2);
+  const int64_t y0 = inside ? static_cast<int64_t>(sy) - 1 : int64_t(-2);
   const int64_t x1 = x0 + 1, y1 = y0 + 1;
-  c.lx = px - static_cast<acc_t>(x0);
-  c.ly = py - static_cast<acc_t>(y0);
+  c.x0 = x0;
+  c.y0 = y0;
+  c.lx = inside ? px - static_cast<acc_t>(x0) : acc_t(0);
+  c.ly = inside ? py - static_cast<acc_t>(y0) : acc_t(0);
   const acc_t hx = acc_t(1) - c.lx, hy = acc_t(1) - c.ly;
-  const bool vx0 = x0 >= 0, vx1 = x1 < W, vy0 = y0 >= 0, vy1 = y1 < H;
-  c.offset[0] = (vy0 && vx0) ? y0 * W + x0 : -1;
-  c.offset[1] = (vy0 && vx1) ? y0 * W + x1 : -1;
-  c.offset[2] = (vy1 && vx0) ? y1 * W + x0 : -1;
-  c.offset[3] = (vy1 && vx1) ? y1 * W + x1 : -1;
+  const bool vx0 = x0 >= 0, vx1 = x1 >= 0 && x1 < W, vy0 = y0 >= 0, vy1 = y1 >= 0 && y1 < H;
+  c.offset[0] = (vy0 && vx0) ? y0 * W + x0 : int64_t(-1);
+  c.offset[1] = (vy0 && vx1) ? y0 * W + x1 : int64_t(-1);
+  c.offset[2] = (vy1 && vx0) ? y1 * W + x0 : int64_t(-1);
+  c.offset[3] = (vy1 && vx1) ? y1 * W + x1 : int64_t(-1);
   c.weight[0] = c.offset[0] >= 0 ? hy * hx : acc_t(0);
   c.weight[1] = c.offset[1] >= 0 ? hy * c.lx : acc_t(0);
   c.weight[2] = c.offset[2] >= 0 ? c.ly * hx : acc_t(0);
   c.weight[3] = c.offset[3] >= 0 ? c.ly * c.lx : acc_t(0);
-  return true;
+  return inside;
 }
 
 // Gradient of the sampled value with respect to the normalised location, given
