@@ -19,11 +19,23 @@ if(DDETR_WITH_CUDA)
   endif()
   enable_language(CUDA)
   set(CMAKE_CUDA_STANDARD 17)
+  find_package(CUDAToolkit REQUIRED)
+  set(_cuda_dir ${CMAKE_CURRENT_SOURCE_DIR}/cpp/ms_deform_attn/cuda)
   add_library(ddetr_cuda_kernels STATIC
-    ${CMAKE_CURRENT_SOURCE_DIR}/cpp/ms_deform_attn/cuda/forward.cu
-    ${CMAKE_CURRENT_SOURCE_DIR}/cpp/ms_deform_attn/cuda/backward.cu)
-  target_compile_options(ddetr_cuda_kernels PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3 --use_fast_math -lineinfo>)
-  set_target_properties(ddetr_cuda_kernels PROPERTIES POSITION_INDEPENDENT_CODE ON)
+    ${_cuda_dir}/forward.cu
+    ${_cuda_dir}/backward.cu)
+  # Headers (launch.h is also included by the torch glue, ms_deform_attn_cuda.cpp).
+  target_sources(ddetr_cuda_kernels PRIVATE ${_cuda_dir}/launch.h ${_cuda_dir}/common.cuh)
+  # No --use_fast_math: the kernels only multiply and add, and IEEE denormals keep them
+  # closest to the CPU kernels.
+  target_compile_options(ddetr_cuda_kernels PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3 -lineinfo>)
+  # The shared CUDA runtime, the one torch itself uses: a static copy inside _C would be a
+  # second runtime instance beside torch's. PUBLIC: the glue needs cuda_runtime_api.h and
+  # libcudart too.
+  set_target_properties(ddetr_cuda_kernels PROPERTIES
+    POSITION_INDEPENDENT_CODE ON
+    CUDA_RUNTIME_LIBRARY Shared)
+  target_link_libraries(ddetr_cuda_kernels PUBLIC CUDA::cudart)
   set(DDETR_CUDA_ARCHS_USED "${CMAKE_CUDA_ARCHITECTURES}")
   message(STATUS "ddetr: CUDA kernels for ${CMAKE_CUDA_ARCHITECTURES}")
 else()
