@@ -75,6 +75,7 @@ class CocoEvaluator:
                 merged.setdefault(image_id, dets)
         dets = [d for v in merged.values() for d in v]
         metrics, self.summary = coco_metrics(self.coco_gt, dets, merged.keys())
+        metrics["images"] = len(merged)
         return metrics
 
 

@@ -119,7 +119,7 @@ def train_one_epoch(model, criterion, loader, optimizer, device, epoch: int,
         value = float(logged["loss"])
         if not math.isfinite(value):  # the same reduced value on every process: all stop
             raise NonFiniteLossError(
-                f"loss is {value} at epoch {epoch} step {step}; losses: "
+                f"loss is {value} at epoch {epoch + 1} step {step + 1}; losses: "
                 + ", ".join(f"{k}={float(v):.4g}" for k, v in logged.items())
                 + ". Training stopped; the last checkpoint was not overwritten.")
         optimizer.zero_grad(set_to_none=True)
@@ -128,7 +128,7 @@ def train_one_epoch(model, criterion, loader, optimizer, device, epoch: int,
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
             if not torch.isfinite(norm):
                 raise NonFiniteLossError(
-                    f"gradient norm is {float(norm)} at epoch {epoch} step {step} (loss {value:.4g}). "
+                    f"gradient norm is {float(norm)} at epoch {epoch + 1} step {step + 1} (loss {value:.4g}). "
                     "Training stopped; the last checkpoint was not overwritten.")
         optimizer.step()
         for k, v in logged.items():

@@ -1,0 +1,122 @@
+"""The training loop: it learns, resumes exactly, stops on a non-finite loss without
+touching the last good checkpoint, and uses the official parameter groups."""
+import math
+import os
+
+import pytest
+import torch
+
+from ddetr.cli import _fill_defaults, build_parser
+from ddetr.data.synthetic import make_synthetic
+from ddetr.engine import train as T
+from ddetr.engine.checkpoint import load_checkpoint
+from ddetr.engine.optim import build_optimizer
+
+TINY = ["--backbone", "resnet18", "--hidden-dim", "32", "--nheads", "4", "--enc-layers", "1",
+        "--dec-layers", "1", "--dim-feedforward", "64", "--num-queries", "10",
+        "--num-feature-levels", "2", "--image-size", "64", "--batch-size", "2", "--num-workers", "0",
+        "--device", "cpu", "--quiet", "--lr-backbone", "1e-4"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_synthetic(str(tmp_path_factory.mktemp("syn")), num_train=8, num_val=4,
+                          min_image_size=48, max_image_size=64, num_classes=3)
+
+
+def tiny_args(data, out, *extra):
+    args = build_parser().parse_args(["train", "--coco-path", data, "--output-dir", str(out), *TINY, *extra])
+    _fill_defaults(args, {})
+    return args
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # a fixed reduction order: resumed and uninterrupted runs must match bit for bit
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_fixed_batch_loss_drops(data):
+    from ddetr.data.collate import collate_fn
+
+    args = tiny_args(data, "unused", "--dropout", "0")
+    train_set, _ = T.build_datasets(args)
+    dist = T.D.DistInfo()
+    model, criterion, _ = T.build_model(args, dist, train_set.num_classes)
+    opt = build_optimizer(model, 1e-3, 1e-4)
+    samples, targets = collate_fn([train_set[i] for i in range(2)])
+    losses = []
+    model.train()
+    for _ in range(25):
+        loss, _ = T._loss(criterion, model(samples), list(targets))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def _params(model_state):
+    return {k: v.clone() for k, v in model_state.items()}
+
+
+def test_resume_matches_uninterrupted(data, tmp_path):
+    steps = ["--max-steps", "2", "--eval-every", "0"]
+    full = tiny_args(data, tmp_path / "full", "--epochs", "2", *steps)
+    T.train(full)
+    first = tiny_args(data, tmp_path / "part", "--epochs", "1", *steps)
+    T.train(first)
+    assert load_checkpoint(str(tmp_path / "part" / "checkpoint.pth"))["epoch"] == 0
+    resumed = tiny_args(data, tmp_path / "part", "--epochs", "2", "--resume", "auto", *steps)
+    T.train(resumed)
+    a = load_checkpoint(str(tmp_path / "full" / "checkpoint.pth"))
+    b = load_checkpoint(str(tmp_path / "part" / "checkpoint.pth"))
+    assert a["epoch"] == b["epoch"] == 1
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["lr_scheduler"] == b["lr_scheduler"]
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+    for name in ("model", "optimizer", "lr_scheduler", "epoch", "args"):
+        assert name in a
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(data, tmp_path, monkeypatch):
+    args = tiny_args(data, tmp_path, "--epochs", "1", "--max-steps", "1", "--eval-every", "0")
+    T.train(args)
+    path = tmp_path / "checkpoint.pth"
+    before = load_checkpoint(str(path))
+    stamp = os.stat(path).st_mtime_ns
+
+    real = T._loss
+
+    def nan_loss(criterion, outputs, targets):
+        loss, d = real(criterion, outputs, targets)
+        return loss * float("nan"), d
+
+    monkeypatch.setattr(T, "_loss", nan_loss)
+    with pytest.raises(T.NonFiniteLossError, match=r"loss is nan at epoch 2 step 1.*not overwritten"):
+        T.train(tiny_args(data, tmp_path, "--epochs", "2", "--max-steps", "1", "--eval-every", "0",
+                          "--resume", "auto"))
+    after = load_checkpoint(str(path))
+    assert os.stat(path).st_mtime_ns == stamp and after["epoch"] == 0
+    assert all(torch.equal(before["model"][k], after["model"][k]) for k in before["model"])
+    assert all(math.isfinite(float(v.float().abs().sum())) for v in after["model"].values())
+
+
+def test_official_parameter_groups(data):
+    args = tiny_args(data, "unused")
+    model, _, _ = T.build_model(args, T.D.DistInfo(), 4)
+    opt = build_optimizer(model, lr=2e-4, lr_backbone=2e-5)
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    main, backbone, proj = ([by_id[id(p)] for p in g["params"]] for g in opt.param_groups)
+    assert [g["lr"] for g in opt.param_groups] == [2e-4, 2e-5, pytest.approx(2e-5)]
+    assert backbone and all("backbone.0" in n for n in backbone)
+    assert proj and all("sampling_offsets" in n or "reference_points" in n for n in proj)
+    assert not any("backbone.0" in n or "sampling_offsets" in n for n in main)
+    assert len(main) + len(backbone) + len(proj) == sum(p.requires_grad for p in model.parameters())
