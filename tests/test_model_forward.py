@@ -10,7 +10,17 @@ TINY = dict(backbone="resnet18", hidden_dim=64, nheads=8, dim_feedforward=128, e
             num_queries=20, num_classes=7)
 VARIANTS = {"default": dict(), "single_scale": dict(num_feature_levels=1), "box_refine": dict(with_box_refine=True),
             "two_stage": dict(with_box_refine=True, two_stage=True)}
-SIZES = [(96, 128), (64, 80), (80, 112)]
+SIZES = [(64, 96), (48, 64), (56, 80)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tests run small tensors: with OpenMP threads on a busy shared machine they spend
+    most of their time spinning, so run them on one thread (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _images(seed=0, sizes=SIZES):
@@ -45,7 +55,7 @@ def test_shapes_and_ranges(variant):
         assert ((aux["pred_boxes"] >= 0) & (aux["pred_boxes"] <= 1)).all()
     if variant == "two_stage":
         enc = out["enc_outputs"]
-        levels = [(h, w) for h, w in [(12, 16), (6, 8), (3, 4), (2, 2)]]
+        levels = [(8, 12), (4, 6), (2, 3), (1, 2)]  # strides 8..64 of the 64x96 canvas
         s = sum(h * w for h, w in levels)
         assert enc["pred_logits"].shape == (b, s, c) and enc["pred_boxes"].shape == (b, s, 4)
         assert ((enc["pred_boxes"] >= 0) & (enc["pred_boxes"] <= 1)).all()
@@ -100,14 +110,12 @@ def test_input_forms_agree():
     with torch.no_grad():
         a = model(imgs)
         b = model(nested_tensor_from_tensor_list(imgs))
-        c = model(tuple(imgs))
         # a single image, a (B, 3, H, W) batch (no padding) and a NestedTensor without mask
-        one = torch.randn(3, 64, 64)
+        one = torch.randn(3, 48, 64)
         d = model(one)
         e = model(one[None])
         f = model(NestedTensor(one[None], None))
-    for x in (b, c):
-        assert torch.equal(a["pred_logits"], x["pred_logits"]) and torch.equal(a["pred_boxes"], x["pred_boxes"])
+    assert torch.equal(a["pred_logits"], b["pred_logits"]) and torch.equal(a["pred_boxes"], b["pred_boxes"])
     for x in (e, f):
         assert torch.allclose(d["pred_logits"], x["pred_logits"], atol=1e-5)
 
@@ -117,7 +125,7 @@ def test_padding_mask_is_used():
     # position embedding and the attention's value masking all change, and so do the outputs
     model = _tiny("default")[0].eval()
     _break_zero_init(model)
-    batch = nested_tensor_from_tensor_list([torch.randn(3, 64, 64), torch.randn(3, 128, 128)])
+    batch = nested_tensor_from_tensor_list([torch.randn(3, 48, 48), torch.randn(3, 96, 96)])
     unmasked = NestedTensor(batch.tensors, torch.zeros_like(batch.mask))
     with torch.no_grad():
         masked_out = model(batch)
