@@ -3,7 +3,7 @@
 # both portable and fast. -fopenmp-simd honours `#pragma omp simd` without linking an
 # OpenMP runtime (threads come from ATen's at::parallel_for).
 set(_isa_src ${CMAKE_CURRENT_SOURCE_DIR}/cpp/ms_deform_attn/cpu/kernels_isa.cpp)
-set(_common -O3 -fopenmp-simd -fno-math-errno)
+set(_common -O3 -fopenmp-simd -fno-math-errno -fno-trapping-math)
 set(DDETR_CPU_ISAS baseline)
 set(DDETR_CPU_ISA_DEFINES "")
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")

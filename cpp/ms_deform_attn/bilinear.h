@@ -25,53 +25,90 @@ struct Corners {
   int64_t x0, y0;     // top-left corner (each may be -1), e.g. to bucket points by cell
 };
 
-// Fills `c` for the normalised location (x, y) on an H x W map and returns whether any
-// corner lies on the map. Branch-free, so CPU loops over points vectorise and GPU warps do
-// not diverge. A point outside the map, or non-finite (NaN fails every comparison), gets
-// four invalid corners; it is moved to a harmless spot before the float-to-int
-// conversion, which would be undefined for out-of-range values.
+// The cell of a sampling point: its top-left corner (x0, y0) and fractional parts.
 template <typename acc_t>
-DDETR_HD bool bilinear_corners(acc_t x, acc_t y, int64_t H, int64_t W, Corners<acc_t>& c) {
+struct Cell {
+  int64_t x0, y0;
+  acc_t lx, ly;
+  bool inside;  // some corner lies on the map
+  // All four corners on the map: the common case, with no per-corner checks.
+  DDETR_HD bool interior(int64_t H, int64_t W) const {
+    return (x0 >= 0) & (y0 >= 0) & (x0 + 1 < W) & (y0 + 1 < H);
+  }
+};
+
+// A point outside the map, or non-finite (NaN fails every comparison), is not `inside`;
+// it is moved to a harmless spot before the float-to-int conversion, which would be
+// undefined for out-of-range values, and gets x0 = y0 = -2: no corner on the map.
+template <typename acc_t>
+DDETR_HD Cell<acc_t> bilinear_cell(acc_t x, acc_t y, int64_t H, int64_t W) {
   const acc_t px = x * static_cast<acc_t>(W) - acc_t(0.5);
   const acc_t py = y * static_cast<acc_t>(H) - acc_t(0.5);
-  const bool inside = px > acc_t(-1) && py > acc_t(-1) && px < static_cast<acc_t>(W) &&
-                      py < static_cast<acc_t>(H);
-  // For px in (-1, W), truncating px + 1 is floor(px) + 1. Outside points use -1 here,
-  // giving x0 = -2: both corner columns invalid.
+  // `&`, not `&&`: no short-circuit branches
+  const bool inside = (px > acc_t(-1)) & (py > acc_t(-1)) & (px < static_cast<acc_t>(W)) &
+                      (py < static_cast<acc_t>(H));
+  // For px in (-1, W), truncating px + 1 is floor(px) + 1.
   const acc_t sx = inside ? px + acc_t(1) : acc_t(-1);
   const acc_t sy = inside ? py + acc_t(1) : acc_t(-1);
-  const int64_t x0 = inside ? static_cast<int64_t>(sx) - 1 : int64_t(-2);
-  const int64_t y0 = inside ? static_cast<int64_t>(sy) - 1 : int64_t(-2);
-  const int64_t x1 = x0 + 1, y1 = y0 + 1;
-  c.x0 = x0;
-  c.y0 = y0;
-  c.lx = inside ? px - static_cast<acc_t>(x0) : acc_t(0);
-  c.ly = inside ? py - static_cast<acc_t>(y0) : acc_t(0);
-  const acc_t hx = acc_t(1) - c.lx, hy = acc_t(1) - c.ly;
-  const bool vx0 = x0 >= 0, vx1 = x1 >= 0 && x1 < W, vy0 = y0 >= 0, vy1 = y1 >= 0 && y1 < H;
-  c.offset[0] = (vy0 && vx0) ? y0 * W + x0 : int64_t(-1);
-  c.offset[1] = (vy0 && vx1) ? y0 * W + x1 : int64_t(-1);
-  c.offset[2] = (vy1 && vx0) ? y1 * W + x0 : int64_t(-1);
-  c.offset[3] = (vy1 && vx1) ? y1 * W + x1 : int64_t(-1);
-  c.weight[0] = c.offset[0] >= 0 ? hy * hx : acc_t(0);
-  c.weight[1] = c.offset[1] >= 0 ? hy * c.lx : acc_t(0);
-  c.weight[2] = c.offset[2] >= 0 ? c.ly * hx : acc_t(0);
-  c.weight[3] = c.offset[3] >= 0 ? c.ly * c.lx : acc_t(0);
-  return inside;
+  Cell<acc_t> cell;
+  cell.x0 = static_cast<int64_t>(sx) - 1;
+  cell.y0 = static_cast<int64_t>(sy) - 1;
+  cell.lx = inside ? px - static_cast<acc_t>(cell.x0) : acc_t(0);
+  cell.ly = inside ? py - static_cast<acc_t>(cell.y0) : acc_t(0);
+  cell.inside = inside;
+  return cell;
 }
 
-// Gradient of the sampled value with respect to the normalised location, given
-// dot[k] = <grad_output, value at corner k> (0 for invalid corners). Returns d/dx, d/dy
-// of sum_k weight[k] * dot[k], already scaled by W and H (the chain rule of px = x*W-0.5).
+// Bilinear weights of the four corners of a cell, all assumed on the map.
+template <typename acc_t>
+DDETR_HD void bilinear_weights(acc_t lx, acc_t ly, acc_t w[4]) {
+  const acc_t hx = acc_t(1) - lx, hy = acc_t(1) - ly;
+  w[0] = hy * hx;
+  w[1] = hy * lx;
+  w[2] = ly * hx;
+  w[3] = ly * lx;
+}
+
+// Fills `c` for the normalised location (x, y) on an H x W map and returns whether any
+// corner lies on the map. Branch-free, so GPU warps do not diverge.
+template <typename acc_t>
+DDETR_HD bool bilinear_corners(acc_t x, acc_t y, int64_t H, int64_t W, Corners<acc_t>& c) {
+  const Cell<acc_t> cell = bilinear_cell(x, y, H, W);
+  const int64_t x0 = cell.x0, y0 = cell.y0, x1 = x0 + 1, y1 = y0 + 1;
+  c.x0 = x0;
+  c.y0 = y0;
+  c.lx = cell.lx;
+  c.ly = cell.ly;
+  acc_t w[4];
+  bilinear_weights(cell.lx, cell.ly, w);
+  const bool vx0 = x0 >= 0, vx1 = (x1 >= 0) & (x1 < W), vy0 = y0 >= 0, vy1 = (y1 >= 0) & (y1 < H);
+  c.offset[0] = (vy0 & vx0) ? y0 * W + x0 : int64_t(-1);
+  c.offset[1] = (vy0 & vx1) ? y0 * W + x1 : int64_t(-1);
+  c.offset[2] = (vy1 & vx0) ? y1 * W + x0 : int64_t(-1);
+  c.offset[3] = (vy1 & vx1) ? y1 * W + x1 : int64_t(-1);
+  for (int k = 0; k < 4; ++k) c.weight[k] = c.offset[k] >= 0 ? w[k] : acc_t(0);
+  return cell.inside;
+}
+
+// Gradient of the sampled value with respect to the normalised location, given the
+// fractional parts of the cell and dot[k] = <grad_output, value at corner k> (0 for
+// corners off the map). Returns d/dx, d/dy of sum_k weight[k] * dot[k], already scaled by
+// W and H (the chain rule of px = x * W - 0.5).
+template <typename acc_t>
+DDETR_HD void bilinear_location_grad(acc_t lx, acc_t ly, const acc_t dot[4], int64_t H,
+                                     int64_t W, acc_t& grad_x, acc_t& grad_y) {
+  const acc_t hx = acc_t(1) - lx, hy = acc_t(1) - ly;
+  // d weight / d px: (-hy, +hy, -ly, +ly); d weight / d py: (-hx, -lx, +hx, +lx)
+  const acc_t gx = hy * (dot[1] - dot[0]) + ly * (dot[3] - dot[2]);
+  const acc_t gy = hx * (dot[2] - dot[0]) + lx * (dot[3] - dot[1]);
+  grad_x = gx * static_cast<acc_t>(W);
+  grad_y = gy * static_cast<acc_t>(H);
+}
+
 template <typename acc_t>
 DDETR_HD void bilinear_location_grad(const Corners<acc_t>& c, const acc_t dot[4], int64_t H,
                                      int64_t W, acc_t& grad_x, acc_t& grad_y) {
-  const acc_t hx = acc_t(1) - c.lx, hy = acc_t(1) - c.ly;
-  // d weight / d px: (-hy, +hy, -ly, +ly); d weight / d py: (-hx, -lx, +hx, +lx)
-  const acc_t gx = hy * (dot[1] - dot[0]) + c.ly * (dot[3] - dot[2]);
-  const acc_t gy = hx * (dot[2] - dot[0]) + c.lx * (dot[3] - dot[1]);
-  grad_x = gx * static_cast<acc_t>(W);
-  grad_y = gy * static_cast<acc_t>(H);
+  bilinear_location_grad(c.lx, c.ly, dot, H, W, grad_x, grad_y);
 }
 
 }  // namespace ddetr

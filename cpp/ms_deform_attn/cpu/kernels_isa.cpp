@@ -20,50 +20,96 @@ namespace cpu {
 namespace DDETR_ISA {  // keeps every symbol of this copy apart from the other copies
 namespace {
 
-// A row of zeros stands in for corners outside the map, so the four corners of a point
-// are summed in one branch-free, vectorised loop (multiplying a real row by a zero weight
-// would turn an infinite value into NaN where grid_sample gives 0).
+// Per-point copies of the level sizes, so the point loop reads them like the locations.
+struct PointLevels {
+  std::vector<int64_t> H, W, start;
+  PointLevels(const int64_t* shapes, const int64_t* level_start, int64_t L, int64_t P)
+      : H(L * P), W(L * P), start(L * P) {
+    for (int64_t j = 0; j < L * P; ++j) {
+      H[j] = shapes[2 * (j / P)];
+      W[j] = shapes[2 * (j / P) + 1];
+      start[j] = level_start[j / P];
+    }
+  }
+};
+
+// The value rows and weights of a point's four corners. Returns false when no corner is
+// on the map. Interior cells (the common case) skip the per-corner checks.
 template <typename T>
-const T* zero_row(int64_t D) {
-  static thread_local std::vector<T> zeros;
-  if (static_cast<int64_t>(zeros.size()) < D) zeros.assign(D, T(0));
-  return zeros.data();
+struct PointCorners {
+  int64_t row[4];  // level start + y * W + x, or -1 off the map
+  T weight[4];
+  T lx, ly;
+};
+
+template <typename T>
+inline bool point_corners(T x, T y, int64_t H, int64_t W, int64_t start, PointCorners<T>& pc) {
+  const Cell<T> cell = bilinear_cell<T>(x, y, H, W);
+  if (!cell.inside) return false;
+  pc.lx = cell.lx;
+  pc.ly = cell.ly;
+  if (cell.interior(H, W)) {
+    const int64_t r = start + cell.y0 * W + cell.x0;
+    pc.row[0] = r;
+    pc.row[1] = r + 1;
+    pc.row[2] = r + W;
+    pc.row[3] = r + W + 1;
+    bilinear_weights<T>(cell.lx, cell.ly, pc.weight);
+  } else {
+    Corners<T> c;
+    bilinear_corners<T>(x, y, H, W, c);
+    for (int k = 0; k < 4; ++k) {
+      pc.row[k] = c.offset[k] >= 0 ? start + c.offset[k] : int64_t(-1);
+      pc.weight[k] = c.weight[k];
+    }
+  }
+  return true;
 }
 
-// kD > 0 fixes the channel count at compile time (fully unrolled loops); kD == 0 reads it
-// from the shape.
+// A row of zeros stands in for corners outside the map (and a scratch row takes their
+// gradient), so the four corners of a point are summed in one branch-free, vectorised
+// loop. Multiplying a real row by a zero weight instead would turn an infinite value into
+// NaN where grid_sample gives 0.
+template <typename T>
+struct SpareRows {
+  std::vector<T> zeros, scratch;
+  explicit SpareRows(int64_t D) : zeros(D, T(0)), scratch(D, T(0)) {}
+};
+
+// kD > 0 fixes the channel count at compile time (unrolled loops, sums in registers);
+// kD == 0 reads it from the shape.
 template <typename T, int kD>
 void forward_range(const ForwardParams<T>& p, int64_t begin, int64_t end) {
   const Shape& s = p.shape;
-  const int64_t D = kD > 0 ? kD : s.D;
-  const T* zeros = zero_row<T>(D);
-  for (int64_t item = begin; item < end; ++item) {
+  const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.L * s.P;
+  const PointLevels lv(p.spatial_shapes, p.level_start, s.L, s.P);
+  const SpareRows<T> spare(D);
+  for (int64_t item = begin; item < end; ++item) {  // item = n * Lq + q
     const int64_t n = item / s.Lq;
-    const T* loc = p.loc + item * s.M * s.L * s.P * 2;
-    const T* attn = p.attn + item * s.M * s.L * s.P;
-    T* __restrict out_row = p.output + item * s.M * D;
     for (int64_t m = 0; m < s.M; ++m) {
-      T* __restrict out = out_row + m * D;
-      for (int64_t d = 0; d < D; ++d) out[d] = T(0);
-      for (int64_t l = 0; l < s.L; ++l) {
-        const int64_t H = p.spatial_shapes[2 * l], W = p.spatial_shapes[2 * l + 1];
-        // value[n, level_start + offset, m, :] = base + offset * M * D
-        const T* base = p.value + ((n * s.S + p.level_start[l]) * s.M + m) * D;
-        for (int64_t pt = 0; pt < s.P; ++pt, loc += 2, ++attn) {
-          Corners<T> c;
-          if (!bilinear_corners<T>(loc[0], loc[1], H, W, c)) continue;
-          const T a = *attn;
-          const T w0 = a * c.weight[0], w1 = a * c.weight[1];
-          const T w2 = a * c.weight[2], w3 = a * c.weight[3];
-          const T* __restrict v0 = c.offset[0] >= 0 ? base + c.offset[0] * s.M * D : zeros;
-          const T* __restrict v1 = c.offset[1] >= 0 ? base + c.offset[1] * s.M * D : zeros;
-          const T* __restrict v2 = c.offset[2] >= 0 ? base + c.offset[2] * s.M * D : zeros;
-          const T* __restrict v3 = c.offset[3] >= 0 ? base + c.offset[3] * s.M * D : zeros;
+      const int64_t nqm = item * s.M + m;
+      const T* loc = p.loc + nqm * LP * 2;
+      const T* attn = p.attn + nqm * LP;
+      const T* base = p.value + n * s.S * MD + m * D;  // value[n, row, m, :] = base + row * MD
+      T local[kD > 0 ? kD : 1];
+      T* __restrict acc = kD > 0 ? local : p.output + nqm * D;
+      for (int64_t d = 0; d < D; ++d) acc[d] = T(0);
+      for (int64_t j = 0; j < LP; ++j) {
+        PointCorners<T> c;
+        if (!point_corners<T>(loc[2 * j], loc[2 * j + 1], lv.H[j], lv.W[j], lv.start[j], c)) continue;
+        const T a = attn[j];
+        const T w0 = a * c.weight[0], w1 = a * c.weight[1];
+        const T w2 = a * c.weight[2], w3 = a * c.weight[3];
+        const T* __restrict v[4];
+        for (int k = 0; k < 4; ++k) v[k] = c.row[k] >= 0 ? base + c.row[k] * MD : spare.zeros.data();
 #pragma omp simd
-          for (int64_t d = 0; d < D; ++d) {
-            out[d] += w0 * v0[d] + w1 * v1[d] + w2 * v2[d] + w3 * v3[d];
-          }
+        for (int64_t d = 0; d < D; ++d) {
+          acc[d] += w0 * v[0][d] + w1 * v[1][d] + w2 * v[2][d] + w3 * v[3][d];
         }
+      }
+      if (kD > 0) {
+        T* __restrict out = p.output + nqm * D;
+        for (int64_t d = 0; d < D; ++d) out[d] = acc[d];
       }
     }
   }
@@ -72,52 +118,56 @@ void forward_range(const ForwardParams<T>& p, int64_t begin, int64_t end) {
 template <typename T, int kD>
 void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
   const Shape& s = p.shape;
-  const int64_t D = kD > 0 ? kD : s.D;
-  const int64_t LP = s.L * s.P;
-  for (int64_t item = begin; item < end; ++item) {
+  const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.L * s.P;
+  const PointLevels lv(p.spatial_shapes, p.level_start, s.L, s.P);
+  SpareRows<T> spare(D);
+  for (int64_t item = begin; item < end; ++item) {  // item = n * M + m
     const int64_t n = item / s.M, m = item % s.M;
+    const T* base = p.value + n * s.S * MD + m * D;
+    T* gbase = p.grad_value + n * s.S * MD + m * D;
     for (int64_t q = 0; q < s.Lq; ++q) {
       const int64_t nqm = (n * s.Lq + q) * s.M + m;
-      const T* __restrict g = p.grad_output + nqm * D;
+      const T* __restrict gout = p.grad_output + nqm * D;
       const T* loc = p.loc + nqm * LP * 2;
       const T* attn = p.attn + nqm * LP;
       T* grad_loc = p.grad_loc + nqm * LP * 2;
       T* grad_attn = p.grad_attn + nqm * LP;
-      for (int64_t l = 0; l < s.L; ++l) {
-        const int64_t H = p.spatial_shapes[2 * l], W = p.spatial_shapes[2 * l + 1];
-        const int64_t row0 = ((n * s.S + p.level_start[l]) * s.M + m) * D;
-        const T* base = p.value + row0;
-        T* gbase = p.grad_value + row0;
-        for (int64_t pt = 0; pt < s.P; ++pt, loc += 2, ++attn, grad_loc += 2, ++grad_attn) {
-          Corners<T> c;
-          if (!bilinear_corners<T>(loc[0], loc[1], H, W, c)) {
-            grad_loc[0] = grad_loc[1] = T(0);
-            *grad_attn = T(0);
-            continue;
-          }
-          const T a = *attn;
-          T dot[4];
-          for (int k = 0; k < 4; ++k) {
-            dot[k] = T(0);
-            if (c.offset[k] < 0) continue;
-            const T* __restrict v = base + c.offset[k] * s.M * D;
-            T* __restrict gv = gbase + c.offset[k] * s.M * D;
-            const T aw = a * c.weight[k];
-            T acc = T(0);
-#pragma omp simd reduction(+ : acc)
-            for (int64_t d = 0; d < D; ++d) {
-              acc += g[d] * v[d];
-              gv[d] += aw * g[d];
-            }
-            dot[k] = acc;
-          }
-          *grad_attn = c.weight[0] * dot[0] + c.weight[1] * dot[1] + c.weight[2] * dot[2] +
-                       c.weight[3] * dot[3];
-          T gx, gy;
-          bilinear_location_grad<T>(c, dot, H, W, gx, gy);
-          grad_loc[0] = a * gx;
-          grad_loc[1] = a * gy;
+      for (int64_t j = 0; j < LP; ++j) {
+        PointCorners<T> c;
+        if (!point_corners<T>(loc[2 * j], loc[2 * j + 1], lv.H[j], lv.W[j], lv.start[j], c)) {
+          grad_loc[2 * j] = grad_loc[2 * j + 1] = grad_attn[j] = T(0);
+          continue;
         }
+        const T a = attn[j];
+        const T* __restrict v[4];
+        T* __restrict gv[4];
+        T aw[4];
+        for (int k = 0; k < 4; ++k) {
+          const int64_t r = c.row[k];
+          v[k] = r >= 0 ? base + r * MD : spare.zeros.data();
+          gv[k] = r >= 0 ? gbase + r * MD : spare.scratch.data();
+          aw[k] = a * c.weight[k];
+        }
+        // dot[k] = <grad_output, value at corner k>; grad_value gets each corner's share
+        T d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+#pragma omp simd reduction(+ : d0, d1, d2, d3)
+        for (int64_t d = 0; d < D; ++d) {
+          const T gd = gout[d];
+          d0 += gd * v[0][d];
+          d1 += gd * v[1][d];
+          d2 += gd * v[2][d];
+          d3 += gd * v[3][d];
+          gv[0][d] += aw[0] * gd;
+          gv[1][d] += aw[1] * gd;
+          gv[2][d] += aw[2] * gd;
+          gv[3][d] += aw[3] * gd;
+        }
+        const T dot[4] = {d0, d1, d2, d3};
+        grad_attn[j] = c.weight[0] * d0 + c.weight[1] * d1 + c.weight[2] * d2 + c.weight[3] * d3;
+        T gx, gy;
+        bilinear_location_grad<T>(c.lx, c.ly, dot, lv.H[j], lv.W[j], gx, gy);
+        grad_loc[2 * j] = a * gx;
+        grad_loc[2 * j + 1] = a * gy;
       }
     }
   }

@@ -1,0 +1,107 @@
+"""Shared pieces of the benchmark suite: devices, dtypes, peak memory, and the same-run
+comparison of ddetr against the pure-PyTorch reference.
+
+Run: `pytest benchmarks --benchmark-json benchmarks/results/<device>.json`, then
+`python benchmarks/report.py benchmarks/results/*.json`. Smoke run (each case once, no
+timing): `pytest benchmarks --benchmark-disable`.
+"""
+from __future__ import annotations
+
+import platform
+import sys
+import os
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import ddetr  # noqa: E402,F401  (loads the op)
+
+
+def devices():
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out.append("cuda")
+    return out
+
+
+def dtypes(device):
+    if device == "cpu":
+        return [torch.float32]
+    return [torch.float32, torch.float16, torch.bfloat16]
+
+
+DEVICE_DTYPES = [pytest.param(dev, dt, id=f"{dev}-{str(dt).split('.')[-1]}")
+                 for dev in devices() for dt in dtypes(dev)]
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return platform.processor() or platform.machine()
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_memory_bytes(fn, device) -> int:
+    """Peak bytes allocated by torch while `fn` runs, above what was allocated before."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    # CPU: replay the profiler's allocation (op self memory) and free ([memory]) events in
+    # time order; the running sum's maximum is the peak.
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = []
+    for e in prof.events():
+        delta = e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage
+        if delta:
+            events.append((e.time_range.start, delta))
+    current = peak = 0
+    for _, delta in sorted(events):
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+# Reference medians measured earlier in this run, keyed by case, for the speed-up ratio.
+_reference_median: dict = {}
+
+
+def run_case(benchmark, key, impl, fn, device, rounds, extra=None):
+    """Times `fn` with pytest-benchmark, records peak memory and, for ddetr, the speed-up
+    over the reference measured in the same run (the reference cases run first)."""
+    benchmark.group = "/".join(str(k) for k in key)
+    benchmark.extra_info.update(extra or {})
+    benchmark.extra_info.update(impl=impl, device=device_name(device),
+                                threads=torch.get_num_threads(), torch=torch.__version__)
+
+    def timed():
+        fn()
+        sync(device)
+
+    fn()  # warm up (allocator, lazy initialisation), then measure memory once
+    sync(device)
+    benchmark.extra_info["peak_memory_bytes"] = peak_memory_bytes(fn, device)
+    benchmark.pedantic(timed, rounds=rounds, warmup_rounds=1 if rounds > 1 else 0, iterations=1)
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:  # --benchmark-disable
+        return
+    median = stats.stats.median
+    if impl == "reference":
+        _reference_median[key] = (median, benchmark.extra_info["peak_memory_bytes"])
+    elif key in _reference_median:
+        ref_median, ref_mem = _reference_median[key]
+        benchmark.extra_info["speedup_vs_reference"] = ref_median / median
+        benchmark.extra_info["reference_median_s"] = ref_median
+        benchmark.extra_info["reference_peak_memory_bytes"] = ref_mem

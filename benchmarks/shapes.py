@@ -1,0 +1,65 @@
+"""Benchmark shapes (../shared/reference/benchmarks.md) and input generation."""
+from __future__ import annotations
+
+import torch
+
+from ddetr.ops import compute_level_start_index
+
+COCO_LEVELS = [(100, 134), (50, 67), (25, 34), (13, 17)]  # 800 x 1066 image, strides 8..64
+SMALL_LEVELS = [(16, 20), (8, 10), (4, 5), (2, 3)]
+
+# name -> (levels, queries (None: one per value row, as in the encoder), heads, channels, points)
+SHAPES = {
+    "encoder": (COCO_LEVELS, None, 8, 32, 4),
+    "decoder": (COCO_LEVELS, 300, 8, 32, 4),
+    "small": (SMALL_LEVELS, 100, 8, 32, 4),
+}
+
+
+def op_inputs(shape: str, batch: int, device, dtype, requires_grad=False, seed=0):
+    levels, lq, m, d, p = SHAPES[shape]
+    g = torch.Generator().manual_seed(seed)
+    spatial_shapes = torch.tensor(levels, dtype=torch.int64)
+    s = int(spatial_shapes.prod(1).sum())
+    lq = s if lq is None else lq
+    nl = len(levels)
+    value = torch.randn(batch, s, m, d, generator=g)
+    if lq == s:
+        # encoder: each query sits on its own pixel, as in the model (reference points at
+        # pixel centres), which makes neighbouring queries read neighbouring rows
+        ref = torch.cat([torch.stack(torch.meshgrid((torch.arange(h) + 0.5) / h,
+                                                    (torch.arange(w) + 0.5) / w,
+                                                    indexing="ij")[::-1], -1).view(-1, 2)
+                         for h, w in levels])
+        ref = ref.expand(batch, lq, 2)
+    else:
+        ref = torch.rand(batch, lq, 2, generator=g)
+    # offsets of a few pixels of each level, as the trained model's
+    wh = spatial_shapes.flip(-1).to(torch.float32)  # (L, 2) as (W, H)
+    offsets = 2.0 * torch.randn(batch, lq, m, nl, p, 2, generator=g) / wh[:, None, :]
+    loc = ref[:, :, None, None, None, :] + offsets
+    attn = torch.rand(batch, lq, m, nl * p, generator=g).softmax(-1).view(batch, lq, m, nl, p)
+    tensors = [t.to(device=device, dtype=dtype).requires_grad_(requires_grad)
+               for t in (value, loc, attn)]
+    return dict(value=tensors[0], spatial_shapes=spatial_shapes.to(device),
+                level_start_index=compute_level_start_index(spatial_shapes).to(device),
+                sampling_locations=tensors[1], attention_weights=tensors[2])
+
+
+def op_work(inputs) -> dict:
+    """Arithmetic and memory traffic the op cannot avoid, for the roofline columns.
+
+    Forward: per sample point, 4 corners x D multiply-adds (8 D flops) plus ~30 flops of
+    location and weight arithmetic; the gathered corner rows (4 D elements per point) come
+    mostly from cache, so the compulsory traffic is reading value, locations and weights
+    once and writing the output. Backward roughly triples both (the corner rows are read
+    again and grad_value written).
+    """
+    v, loc = inputs["value"], inputs["sampling_locations"]
+    n, s, m, d = v.shape
+    _, lq, _, nl, p, _ = loc.shape
+    points = n * lq * m * nl * p
+    elt = v.element_size()
+    compulsory = (v.numel() + loc.numel() + inputs["attention_weights"].numel() + n * lq * m * d) * elt
+    return dict(points=points, flops_fwd=points * (8 * d + 30), bytes_fwd=compulsory,
+                gathered_bytes_fwd=points * 4 * d * elt)
