@@ -1,0 +1,65 @@
+"""Renders pytest-benchmark JSON files as one markdown table, devices side by side.
+
+    python benchmarks/report.py benchmarks/results/*.json
+
+Rows are cases (op shape and mode, dtype, batch; module; model); for each file (device)
+the columns give ddetr's median time, its speed-up over the pure-PyTorch reference
+measured in the same run, and ddetr's peak memory against the reference's.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def load(path: Path):
+    data = json.loads(path.read_text())
+    device = None
+    rows = {}
+    for b in data["benchmarks"]:
+        info = b.get("extra_info", {})
+        device = device or info.get("device")
+        if info.get("impl", "ddetr") != "ddetr":
+            continue
+        rows[b["group"] or b["name"]] = (b["stats"]["median"], info)
+    return device or path.stem, rows
+
+
+def fmt_time(s):
+    return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def fmt_mem(n):
+    return "-" if n is None else f"{n / 2**20:.1f} MiB"
+
+
+def render(paths):
+    runs = [load(Path(p)) for p in paths]
+    cases = sorted({case for _, rows in runs for case in rows})
+    header = ["case"] + [f"{dev}: ddetr / speed-up / memory (ref)" for dev, _ in runs]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for case in cases:
+        cells = [case]
+        for _, rows in runs:
+            if case not in rows:
+                cells.append("")
+                continue
+            median, info = rows[case]
+            speedup = info.get("speedup_vs_reference")
+            cell = fmt_time(median)
+            if speedup:
+                cell += f" / {speedup:.1f}x"
+            if "peak_memory_bytes" in info:
+                cell += f" / {fmt_mem(info['peak_memory_bytes'])}"
+                if "reference_peak_memory_bytes" in info:
+                    cell += f" ({fmt_mem(info['reference_peak_memory_bytes'])})"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit("usage: python benchmarks/report.py RESULT.json [RESULT.json ...]")
+    print(render(sys.argv[1:]))

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets up .venv from a bare Python: torch (pinned, CPU build by default), the build tools,
+# the runtime and test dependencies, then builds and installs ddetr against that torch.
+#   TORCH_SPEC   what to install as torch (default torch==2.13.0; e.g. a CUDA build's pin)
+#   PYTHON       the interpreter that creates .venv (default python3)
+#   DDETR_CUDA   AUTO (default), ON or OFF: build the CUDA kernels
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ ! -x .venv/bin/python ]; then
+  "${PYTHON:-python3}" -m venv .venv
+fi
+. .venv/bin/activate
+pip() { python -m pip "$@"; }
+# torch first and pinned: an unpinned dependency would pull the newest (multi-GB CUDA) build
+pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+pip install -q scikit-build-core pybind11 cmake ninja numpy scipy pycocotools pillow \
+  pytest pytest-benchmark
+# --no-build-isolation: compile against the torch installed above, not a fresh one
+pip install -q --no-build-isolation ".[test]"
+python -c "import ddetr; i = ddetr.build_info(); print('ddetr', i['version'], 'built for torch', i['torch_version'], '| CPU kernels:', i['cpu_kernel_isa'], '| CUDA:', i['cuda_archs'] or 'no')"
