@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-train", type=int, default=None, help=argparse.SUPPRESS)
     demo.add_argument("--num-val", type=int, default=None, help=argparse.SUPPRESS)
     demo.add_argument("--num-pictures", type=int, default=None, help="prediction pictures to draw")
+    demo.add_argument("--image-size", type=int, default=None, help="short side of the images the model sees")
 
     train = sub.add_parser("train", help="train (single process, or under torchrun for DDP)")
     _add_data_options(train)

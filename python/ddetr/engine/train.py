@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import glob
 import json
 import math
 import os
@@ -234,6 +235,9 @@ def _train(args, dist: D.DistInfo) -> dict:
     train_loader = build_loader(train_set, args.batch_size, True, dist, args.seed, args.num_workers, gen)
     val_loader = build_loader(val_set, args.batch_size, False, dist, args.seed, args.num_workers)
     ckpt_path = os.path.join(args.output_dir, CHECKPOINT)
+    if main:  # temporaries of a save that was killed half-way
+        for f in glob.glob(ckpt_path + ".*.tmp"):
+            os.unlink(f)
     log_path = os.path.join(args.output_dir, "log.txt")
     if main:
         print(f"training {n_parameters / 1e6:.2f}M parameters on {len(train_set)} images "
