@@ -5,6 +5,8 @@
 #      compiler, -fsyntax-only, against the installed torch's headers and nvcc's.
 # Needs nvcc (NVCC or PATH or /usr/local/cuda/bin) and `python` importing torch (the CI
 # venv). Exits non-zero on the first failure; prints each command it runs.
+# With DDETR_CUDA_EMULATE=1 it then also runs the kernels' logic tests on the CPU
+# (cpp/ms_deform_attn/cuda/emulation/run.sh, about 3 more minutes).
 #
 #   bash cmake/check_cuda_sources.sh
 set -euo pipefail
@@ -79,4 +81,9 @@ for f in "${glue_files[@]}"; do
   run "$cxx" "${glue_flags[@]}" "${inc_flags[@]}" "$f"
 done
 echo "== ${#glue_files[@]} glue file(s) syntax-checked against torch $torch_version"
+
+if [[ "${DDETR_CUDA_EMULATE:-0}" == 1 ]]; then
+  run bash cpp/ms_deform_attn/cuda/emulation/run.sh
+  echo "== kernels emulated on the CPU match the CPU kernels"
+fi
 echo "check_cuda_sources: OK"
