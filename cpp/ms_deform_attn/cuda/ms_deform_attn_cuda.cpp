@@ -36,11 +36,15 @@ struct CudaContext {
   bool capturing;
 };
 
-// Device, stream and capture state for a call whose tensors live with `value`.
-CudaContext enter(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                  const at::Tensor& level_start_index, const char* op) {
+void check_value_on_cuda(const at::Tensor& value, const char* op) {
   TORCH_CHECK_VALUE(value.is_cuda(), op, ": value must be on a CUDA device (the op runs on the ",
                     "device of its tensors), got ", value.device());
+}
+
+// Stream and capture state for a call whose tensors live with `value` (under a guard
+// that made value's device current).
+CudaContext enter(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                  const at::Tensor& level_start_index, const char* op) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(value.device().index()).stream();
   const bool capturing = is_capturing(stream);
   TORCH_CHECK_VALUE(!capturing || (spatial_shapes.is_cuda() && level_start_index.is_cuda()), op,
@@ -100,8 +104,9 @@ at::Tensor ms_deform_attn_cuda(const at::Tensor& value, const at::Tensor& spatia
                                const at::Tensor& sampling_locations,
                                const at::Tensor& attention_weights, int64_t im2col_step) {
   constexpr const char* op = "ms_deform_attn";
-  const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
+  check_value_on_cuda(value, op);
   const c10::cuda::CUDAGuard guard(value.device());
+  const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
   // im2col_step only sized the 2020 kernel's batches; every batch size works here.
   const Shape s = check_forward_args(value, spatial_shapes, level_start_index,
                                      sampling_locations, attention_weights, im2col_step,
@@ -131,8 +136,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
     const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights, int64_t im2col_step) {
   constexpr const char* op = "ms_deform_attn_backward";
-  const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
+  check_value_on_cuda(value, op);
   const c10::cuda::CUDAGuard guard(value.device());
+  const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
   const Shape s = check_backward_args(grad_output, value, spatial_shapes, level_start_index,
                                       sampling_locations, attention_weights, im2col_step,
                                       /*check_shape_values=*/!ctx.capturing);
