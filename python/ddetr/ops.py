@@ -73,8 +73,9 @@ def _fake(value, spatial_shapes, level_start_index, sampling_locations, attentio
 @torch.library.register_fake("ddetr::ms_deform_attn_backward")
 def _fake_backward(grad_output, value, spatial_shapes, level_start_index, sampling_locations,
                    attention_weights, im2col_step):
-    return (torch.empty_like(value), torch.empty_like(sampling_locations),
-            torch.empty_like(attention_weights))
+    # contiguous, as both backends return them
+    return (value.new_empty(value.shape), sampling_locations.new_empty(sampling_locations.shape),
+            attention_weights.new_empty(attention_weights.shape))
 
 
 # -------------------------------------------------------------------------------- autograd
