@@ -111,6 +111,14 @@ def test_mixed_empty_and_nonempty_targets():
     assert all(torch.isfinite(v) for v in losses.values())
 
 
+def test_out_of_range_boxes_accepted_as_official():
+    # the official code does not clamp normalised targets: a box past the border still trains
+    crit = _criterion()
+    outputs = {"pred_logits": torch.randn(1, 4, 3), "pred_boxes": torch.rand(1, 4, 4) * 0.5 + 0.2}
+    targets = [dict(labels=torch.tensor([1, 0]), boxes=torch.tensor([[1.1, 0.5, 0.4, 0.2], [0.5, -0.05, 0.3, 0.0]]))]
+    assert all(torch.isfinite(v) for v in crit(outputs, targets).values())
+
+
 @pytest.mark.parametrize("target,match", [
     (dict(labels=torch.tensor([3]), boxes=torch.tensor([[0.5, 0.5, 0.1, 0.1]])), r"labels.*\[0, 3\)"),
     (dict(labels=torch.tensor([-1]), boxes=torch.tensor([[0.5, 0.5, 0.1, 0.1]])), r"labels.*\[0, 3\)"),
