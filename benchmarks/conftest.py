@@ -90,12 +90,15 @@ def run_case(benchmark, key, impl, fn, device, rounds, extra=None):
         fn()
         sync(device)
 
+    if benchmark.disabled:  # smoke run (--benchmark-disable): each case once, no figures
+        benchmark.pedantic(timed, rounds=1, iterations=1)
+        return
     fn()  # warm up (allocator, lazy initialisation), then measure memory once
     sync(device)
     benchmark.extra_info["peak_memory_bytes"] = peak_memory_bytes(fn, device)
     benchmark.pedantic(timed, rounds=rounds, warmup_rounds=1 if rounds > 1 else 0, iterations=1)
     stats = getattr(benchmark, "stats", None)
-    if stats is None:  # --benchmark-disable
+    if stats is None:  # nothing was timed
         return
     median = stats.stats.median
     if impl == "reference":
