@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from types import SimpleNamespace
 
 import torch
 
@@ -21,7 +22,7 @@ def predict(images: list, checkpoint: str, output_dir: str, threshold: float = 0
     from ..visualize import SamplingRecorder, draw_detections, draw_sampling_points
 
     ckpt = load_checkpoint(checkpoint)
-    model, post, saved = model_from_checkpoint(ckpt, device=device)
+    model, post, saved = model_from_checkpoint(ckpt, SimpleNamespace(checkpoint=checkpoint), device=device)
     info = saved.get("dataset") or {}
     names = {int(k): v for k, v in (info.get("label_names") or {}).items()}
     to_cat = {int(k): v for k, v in (info.get("label_to_category") or {}).items()}

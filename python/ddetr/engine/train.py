@@ -172,6 +172,16 @@ def _resume_path(args) -> str | None:
     return args.resume
 
 
+def _load_model_state(model, ckpt: dict, path: str) -> None:
+    from .checkpoint import CheckpointError
+
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: does not fit the model built from these options "
+                              f"(give the options it was trained with): {e}") from None
+
+
 def dataset_info(ds) -> dict:
     return {"label_to_category": dict(ds.label_to_category), "label_names": ds.category_names}
 
@@ -223,7 +233,7 @@ def _train(args, dist: D.DistInfo) -> dict:
     resume = _resume_path(args)
     if resume:
         ckpt = load_checkpoint(resume)
-        model_without_ddp.load_state_dict(ckpt["model"], strict=True)
+        _load_model_state(model_without_ddp, ckpt, resume)
         if "optimizer" in ckpt and "lr_scheduler" in ckpt and "epoch" in ckpt:
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["lr_scheduler"])
@@ -328,6 +338,6 @@ def model_from_checkpoint(ckpt: dict, args=None, device="cpu", num_classes: int 
     if args is not None and getattr(args, "num_select", None):
         opts["num_select"] = args.num_select
     model = build_model(**opts)
-    model.load_state_dict(ckpt["model"], strict=True)
+    _load_model_state(model, ckpt, getattr(args, "checkpoint", "checkpoint"))
     model.to(device).eval()
     return model, build_postprocessors(**opts), saved
