@@ -121,53 +121,60 @@ void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
   const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.L * s.P;
   const PointLevels lv(p.spatial_shapes, p.level_start, s.L, s.P);
   SpareRows<T> spare(D);
-  for (int64_t item = begin; item < end; ++item) {  // item = n * M + m
-    const int64_t n = item / s.M, m = item % s.M;
-    const T* base = p.value + n * s.S * MD + m * D;
-    T* gbase = p.grad_value + n * s.S * MD + m * D;
+  // Items are (batch, head) pairs, item = n * M + m. A thread's range is walked one batch
+  // entry at a time with queries outside and its heads inside, so the locations, weights and
+  // output gradients of a query are read contiguously. Each (n, m) still sums its queries
+  // in the same order whatever the split, so the result does not depend on the threads.
+  for (int64_t n = begin / s.M; n * s.M < end; ++n) {
+    const int64_t m_begin = std::max(begin - n * s.M, int64_t(0));
+    const int64_t m_end = std::min(end - n * s.M, s.M);
     for (int64_t q = 0; q < s.Lq; ++q) {
-      const int64_t nqm = (n * s.Lq + q) * s.M + m;
-      const T* __restrict gout = p.grad_output + nqm * D;
-      const T* loc = p.loc + nqm * LP * 2;
-      const T* attn = p.attn + nqm * LP;
-      T* grad_loc = p.grad_loc + nqm * LP * 2;
-      T* grad_attn = p.grad_attn + nqm * LP;
-      for (int64_t j = 0; j < LP; ++j) {
-        PointCorners<T> c;
-        if (!point_corners<T>(loc[2 * j], loc[2 * j + 1], lv.H[j], lv.W[j], lv.start[j], c)) {
-          grad_loc[2 * j] = grad_loc[2 * j + 1] = grad_attn[j] = T(0);
-          continue;
+      for (int64_t m = m_begin; m < m_end; ++m) {
+        const T* base = p.value + n * s.S * MD + m * D;
+        T* gbase = p.grad_value + n * s.S * MD + m * D;
+        const int64_t nqm = (n * s.Lq + q) * s.M + m;
+        const T* __restrict gout = p.grad_output + nqm * D;
+        const T* loc = p.loc + nqm * LP * 2;
+        const T* attn = p.attn + nqm * LP;
+        T* grad_loc = p.grad_loc + nqm * LP * 2;
+        T* grad_attn = p.grad_attn + nqm * LP;
+        for (int64_t j = 0; j < LP; ++j) {
+          PointCorners<T> c;
+          if (!point_corners<T>(loc[2 * j], loc[2 * j + 1], lv.H[j], lv.W[j], lv.start[j], c)) {
+            grad_loc[2 * j] = grad_loc[2 * j + 1] = grad_attn[j] = T(0);
+            continue;
+          }
+          const T a = attn[j];
+          const T* __restrict v[4];
+          T* __restrict gv[4];
+          T aw[4];
+          for (int k = 0; k < 4; ++k) {
+            const int64_t r = c.row[k];
+            v[k] = r >= 0 ? base + r * MD : spare.zeros.data();
+            gv[k] = r >= 0 ? gbase + r * MD : spare.scratch.data();
+            aw[k] = a * c.weight[k];
+          }
+          // dot[k] = <grad_output, value at corner k>; grad_value gets each corner's share
+          T d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+  #pragma omp simd reduction(+ : d0, d1, d2, d3)
+          for (int64_t d = 0; d < D; ++d) {
+            const T gd = gout[d];
+            d0 += gd * v[0][d];
+            d1 += gd * v[1][d];
+            d2 += gd * v[2][d];
+            d3 += gd * v[3][d];
+            gv[0][d] += aw[0] * gd;
+            gv[1][d] += aw[1] * gd;
+            gv[2][d] += aw[2] * gd;
+            gv[3][d] += aw[3] * gd;
+          }
+          const T dot[4] = {d0, d1, d2, d3};
+          grad_attn[j] = c.weight[0] * d0 + c.weight[1] * d1 + c.weight[2] * d2 + c.weight[3] * d3;
+          T gx, gy;
+          bilinear_location_grad<T>(c.lx, c.ly, dot, lv.H[j], lv.W[j], gx, gy);
+          grad_loc[2 * j] = a * gx;
+          grad_loc[2 * j + 1] = a * gy;
         }
-        const T a = attn[j];
-        const T* __restrict v[4];
-        T* __restrict gv[4];
-        T aw[4];
-        for (int k = 0; k < 4; ++k) {
-          const int64_t r = c.row[k];
-          v[k] = r >= 0 ? base + r * MD : spare.zeros.data();
-          gv[k] = r >= 0 ? gbase + r * MD : spare.scratch.data();
-          aw[k] = a * c.weight[k];
-        }
-        // dot[k] = <grad_output, value at corner k>; grad_value gets each corner's share
-        T d0 = 0, d1 = 0, d2 = 0, d3 = 0;
-#pragma omp simd reduction(+ : d0, d1, d2, d3)
-        for (int64_t d = 0; d < D; ++d) {
-          const T gd = gout[d];
-          d0 += gd * v[0][d];
-          d1 += gd * v[1][d];
-          d2 += gd * v[2][d];
-          d3 += gd * v[3][d];
-          gv[0][d] += aw[0] * gd;
-          gv[1][d] += aw[1] * gd;
-          gv[2][d] += aw[2] * gd;
-          gv[3][d] += aw[3] * gd;
-        }
-        const T dot[4] = {d0, d1, d2, d3};
-        grad_attn[j] = c.weight[0] * d0 + c.weight[1] * d1 + c.weight[2] * d2 + c.weight[3] * d3;
-        T gx, gy;
-        bilinear_location_grad<T>(c.lx, c.ly, dot, lv.H[j], lv.W[j], gx, gy);
-        grad_loc[2 * j] = a * gx;
-        grad_loc[2 * j + 1] = a * gy;
       }
     }
   }
