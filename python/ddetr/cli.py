@@ -177,7 +177,8 @@ def main(argv: list | None = None) -> int:
                 args.coco_path = make_synthetic(os.path.join(args.output_dir, "data"), **DEMO_DATA)
                 if "--image-size" not in " ".join(argv):
                     args.image_size = DEMO_PRESET["image_size"]
-                print(f"no data given: using the synthetic data set in {args.coco_path}", flush=True)
+                if os.environ.get("RANK", "0") == "0":
+                    print(f"no data given: using the synthetic data set in {args.coco_path}", flush=True)
             train(args)
         elif args.command == "eval":
             from .engine.train import run_eval
