@@ -37,13 +37,13 @@ def draw_sampling_points(image: Image.Image, points: list) -> Image.Image:
     with the attention weight, in the colour of the detection they belong to."""
     out = image.convert("RGB").copy()
     d = ImageDraw.Draw(out)
-    base = max(1.5, max(out.size) / 160)
+    base = max(1.0, max(out.size) / 200)
     for label, xy, w in points:
         c = colour(label)
         w = w / w.max().clamp(min=1e-12)
         for (x, y), wi in zip(xy.tolist(), w.tolist()):
             r = base * (0.4 + 1.2 * wi)
-            d.ellipse([x - r, y - r, x + r, y + r], fill=c, outline=(0, 0, 0))
+            d.ellipse([x - r, y - r, x + r, y + r], fill=c)
     return out
 
 

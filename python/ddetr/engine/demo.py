@@ -45,7 +45,7 @@ def run_demo(args) -> dict:
     metrics = train(args)
     val_images = sorted(glob.glob(os.path.join(root, "val2017", "*.png")))[:args.num_pictures]
     pics = os.path.join(out, "predictions")
-    predict(val_images, os.path.join(out, "checkpoint.pth"), pics, threshold=0.5,
+    predict(val_images, os.path.join(out, "checkpoint.pth"), pics, threshold=0.3,
             device=args.device if args.device not in (None, "auto") else "cpu",
             show_sampling_points=True, quiet=True)
     elapsed = time.time() - t0

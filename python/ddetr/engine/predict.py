@@ -44,8 +44,9 @@ def predict(images: list, checkpoint: str, output_dir: str, threshold: float = 0
                                  "score": round(s, 4), "box": [round(v, 2) for v in b]})
             picture = draw_detections(image, dets)
             if recorder is not None:
-                picture = draw_sampling_points(picture, _top_query_points(outputs, recorder, image, top_queries)) \
-                    if recorder.loc is not None else picture
+                if recorder.loc is not None:
+                    points = _top_query_points(outputs, recorder, image, top_queries, threshold)
+                    picture = draw_sampling_points(picture, points)
                 picture = draw_detections(picture, dets)  # boxes over the dots
             stem = os.path.splitext(os.path.basename(path))[0]
             out_png = os.path.join(output_dir, f"{stem}.png")
@@ -63,11 +64,17 @@ def predict(images: list, checkpoint: str, output_dir: str, threshold: float = 0
     return results
 
 
-def _top_query_points(outputs, recorder, image, k: int) -> list:
-    """The sampling points (all heads, levels, points) of the k best-scoring queries."""
-    prob = outputs["pred_logits"][0].sigmoid()
-    score, label = prob.max(-1)
-    top = score.topk(min(k, len(score))).indices
+def _top_query_points(outputs, recorder, image, k: int, threshold: float, per_query: int = 32) -> list:
+    """The sampling points of the best-scoring queries (up to k above the threshold, at
+    least one): for each, its `per_query` most weighted points over heads, levels, points."""
+    score, label = outputs["pred_logits"][0].sigmoid().max(-1)
+    order = score.argsort(descending=True)
+    chosen = [q for q in order[:k].tolist() if score[q] >= threshold] or order[:1].tolist()
     loc, w = recorder.loc[0], recorder.weights[0]  # (Q, M, L, P, 2), (Q, M, L, P)
     scale = torch.tensor([image.width, image.height], dtype=loc.dtype, device=loc.device)
-    return [(int(label[q]), (loc[q].reshape(-1, 2) * scale).cpu(), w[q].reshape(-1).cpu()) for q in top]
+    out = []
+    for q in chosen:
+        wq, xy = w[q].reshape(-1), loc[q].reshape(-1, 2) * scale
+        top = wq.topk(min(per_query, len(wq))).indices
+        out.append((int(label[q]), xy[top].cpu(), wq[top].cpu()))
+    return out
