@@ -120,3 +120,29 @@ def test_official_parameter_groups(data):
     assert proj and all("sampling_offsets" in n or "reference_points" in n for n in proj)
     assert not any("backbone.0" in n or "sampling_offsets" in n for n in main)
     assert len(main) + len(backbone) + len(proj) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_progress_bar_on_terminal_and_in_logs():
+    import io
+
+    from ddetr.engine.progress import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    bar = Progress(4, "epoch 1/2", stream=tty)
+    for i in range(1, 5):
+        bar.last_draw = 0  # draw every update
+        bar.update(i, {"loss": 1.5, "lr": 2e-4})
+    bar.close()
+    text = tty.getvalue()
+    assert "\r" in text and "[" + "#" * 24 + "]" in text and "loss 1.5000" in text
+    assert "lr 2.00e-04" in text and "eta" in text and "took" in text and text.endswith("\n")
+
+    log = io.StringIO()
+    bar = Progress(100, "epoch 1/2", stream=log, print_freq=50)
+    for i in range(1, 101):
+        bar.update(i, {"loss": 1.0})
+    assert len(log.getvalue().splitlines()) == 3 and "\r" not in log.getvalue()  # steps 1, 50, 100
