@@ -146,3 +146,14 @@ def test_progress_bar_on_terminal_and_in_logs():
     for i in range(1, 101):
         bar.update(i, {"loss": 1.0})
     assert len(log.getvalue().splitlines()) == 3 and "\r" not in log.getvalue()  # steps 1, 50, 100
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bfloat16_autocast_on_cuda(data, tmp_path):
+    args = tiny_args(data, tmp_path, "--epochs", "1", "--max-steps", "2", "--amp")
+    args.device = "cuda"
+    metrics = T.train(args)
+    ck = load_checkpoint(str(tmp_path / "checkpoint.pth"))
+    assert all(v.dtype != torch.bfloat16 for v in ck["model"].values())  # weights stay float32
+    assert 0 <= metrics["AP"] <= 1
