@@ -249,6 +249,9 @@ def _train(args, dist: D.DistInfo) -> dict:
         for f in glob.glob(ckpt_path + ".*.tmp"):
             os.unlink(f)
     log_path = os.path.join(args.output_dir, "log.txt")
+    if main and not resume and not getattr(args, "backbone_weights", None) and not args.quiet:
+        print(f"note: the {args.backbone} backbone starts from random weights; the official recipe "
+              "starts from ImageNet ones (--backbone-weights FILE, a torchvision state_dict)", flush=True)
     if main:
         print(f"training {n_parameters / 1e6:.2f}M parameters on {len(train_set)} images "
               f"({dist.world_size} process(es), {dist.device.type}), validating on {len(val_set)}", flush=True)
