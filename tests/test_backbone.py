@@ -16,14 +16,7 @@ TORCHVISION_PARAMS = {"resnet18": (11_689_512, 513_000), "resnet34": (21_797_672
                       "resnet50": (25_557_032, 2_049_000), "resnet101": (44_549_160, 2_049_000)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run small tensors: with OpenMP threads on a busy shared machine they spend
-    most of their time spinning, so run them on one thread (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def torchvision_resnet50_shapes():

@@ -7,14 +7,7 @@ import torch
 from ddetr.models import build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run small tensors: with OpenMP threads on a busy shared machine they spend
-    most of their time spinning, so run them on one thread (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bn(prefix, c):

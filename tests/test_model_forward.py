@@ -13,14 +13,7 @@ VARIANTS = {"default": dict(), "single_scale": dict(num_feature_levels=1), "box_
 SIZES = [(64, 96), (48, 64), (56, 80)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run small tensors: with OpenMP threads on a busy shared machine they spend
-    most of their time spinning, so run them on one thread (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(seed=0, sizes=SIZES):

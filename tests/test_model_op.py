@@ -12,12 +12,7 @@ VARIANTS = {"default": dict(), "single_scale": dict(num_feature_levels=1),
             "two_stage": dict(with_box_refine=True, two_stage=True)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: avoid OpenMP spinning on a busy shared machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
