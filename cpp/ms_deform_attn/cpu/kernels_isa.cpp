@@ -1,7 +1,8 @@
 // The CPU kernels, compiled once per instruction set with DDETR_ISA naming the table
 // (baseline, avx2, avx512) and the matching -m flags. Only plain C++ lives here: an
 // inline function shared with other translation units could be merged by the linker with
-// a copy built for another instruction set.
+// a copy built for another instruction set (.ci/run checks that these objects define no
+// weak functions).
 #include <algorithm>
 #include <cstdint>
 #include <vector>
