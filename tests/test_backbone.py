@@ -10,6 +10,7 @@ from ddetr.models import build_model
 from ddetr.models.backbone import Backbone, FrozenBatchNorm2d, ResNet, build_backbone, load_torchvision_weights
 from ddetr.models.position_encoding import PositionEmbeddingLearned, PositionEmbeddingSine, build_position_encoding
 from ddetr.util.misc import NestedTensor, nested_tensor_from_tensor_list
+from resnet_keys import torchvision_resnet50_shapes
 
 # torchvision's parameter counts (with fc), and fc's share
 TORCHVISION_PARAMS = {"resnet18": (11_689_512, 513_000), "resnet34": (21_797_672, 513_000),
@@ -17,27 +18,6 @@ TORCHVISION_PARAMS = {"resnet18": (11_689_512, 513_000), "resnet34": (21_797_672
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def torchvision_resnet50_shapes():
-    """torchvision resnet50 state_dict names and shapes (less fc), as in checkpoint_keys.md."""
-    shapes = {"conv1.weight": (64, 3, 7, 7)}
-    bn = lambda p, c: {f"{p}.{k}": (c,) for k in ("weight", "bias", "running_mean", "running_var")}
-    shapes.update(bn("bn1", 64))
-    inplanes = 64
-    for li, (planes, blocks) in enumerate([(64, 3), (128, 4), (256, 6), (512, 3)], start=1):
-        for b in range(blocks):
-            cin = inplanes if b == 0 else 4 * planes
-            p = f"layer{li}.{b}"
-            shapes[f"{p}.conv1.weight"] = (planes, cin, 1, 1)
-            shapes[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
-            shapes[f"{p}.conv3.weight"] = (4 * planes, planes, 1, 1)
-            shapes.update(bn(f"{p}.bn1", planes) | bn(f"{p}.bn2", planes) | bn(f"{p}.bn3", 4 * planes))
-            if b == 0:
-                shapes[f"{p}.downsample.0.weight"] = (4 * planes, cin, 1, 1)
-                shapes.update(bn(f"{p}.downsample.1", 4 * planes))
-        inplanes = 4 * planes
-    return shapes
 
 
 def test_frozen_bn_matches_batchnorm_eval_and_has_no_counter():

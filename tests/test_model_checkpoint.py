@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ddetr.models import build_model
-
+from resnet_keys import torchvision_resnet50_shapes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,20 +24,7 @@ def _mlp(prefix):
 
 def official_keys(levels=4, box_refine=False, two_stage=False):
     """The official checkpoint's keys and shapes, written out from checkpoint_keys.md."""
-    k = {"backbone.0.body.conv1.weight": (64, 3, 7, 7)} | _bn("backbone.0.body.bn1", 64)
-    inplanes = 64
-    for li, (p, blocks) in enumerate([(64, 3), (128, 4), (256, 6), (512, 3)], start=1):
-        for b in range(blocks):
-            cin = inplanes if b == 0 else 4 * p
-            pre = f"backbone.0.body.layer{li}.{b}"
-            k[f"{pre}.conv1.weight"] = (p, cin, 1, 1)
-            k[f"{pre}.conv2.weight"] = (p, p, 3, 3)
-            k[f"{pre}.conv3.weight"] = (4 * p, p, 1, 1)
-            k |= _bn(f"{pre}.bn1", p) | _bn(f"{pre}.bn2", p) | _bn(f"{pre}.bn3", 4 * p)
-            if b == 0:
-                k[f"{pre}.downsample.0.weight"] = (4 * p, cin, 1, 1)
-                k |= _bn(f"{pre}.downsample.1", 4 * p)
-        inplanes = 4 * p
+    k = {f"backbone.0.body.{name}": shape for name, shape in torchvision_resnet50_shapes().items()}
     k["transformer.level_embed"] = (levels, 256)
 
     def msda(prefix):

@@ -12,30 +12,25 @@
 namespace ddetr {
 namespace {
 
-bool cpu_has(const char* feature) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  __builtin_cpu_init();
-  // __builtin_cpu_supports needs a literal, so the features are spelled out.
-  const std::string f(feature);
-  if (f == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (f == "avx512")
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-#else
-  (void)feature;
-#endif
-  return false;
-}
-
 const cpu::KernelTable& pick_kernels() {
   // DDETR_CPU_ISA=baseline|avx2|avx512 caps the choice (for testing and comparison).
   const char* cap_env = std::getenv("DDETR_CPU_ISA");
   const std::string cap = cap_env ? cap_env : "avx512";
+  // The instruction-set copies exist only in x86-64 builds (cmake/CpuKernels.cmake).
+#if defined(DDETR_HAVE_AVX2) || defined(DDETR_HAVE_AVX512)
+  __builtin_cpu_init();
+#endif
 #if defined(DDETR_HAVE_AVX512)
-  if (cap == "avx512" && cpu_has("avx512")) return cpu::kernel_table_avx512();
+  if (cap == "avx512" && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+    return cpu::kernel_table_avx512();
+  }
 #endif
 #if defined(DDETR_HAVE_AVX2)
-  if ((cap == "avx512" || cap == "avx2") && cpu_has("avx2")) return cpu::kernel_table_avx2();
+  if ((cap == "avx512" || cap == "avx2") && __builtin_cpu_supports("avx2") &&
+      __builtin_cpu_supports("fma")) {
+    return cpu::kernel_table_avx2();
+  }
 #endif
   return cpu::kernel_table_baseline();
 }
@@ -76,10 +71,10 @@ CpuInputs prepare(const at::Tensor& value, const at::Tensor& spatial_shapes,
           attention_weights.to(dt).contiguous()};
 }
 
-// Work items per parallel chunk: enough to amortise the scheduling, few enough to balance.
-int64_t grain(int64_t items, int64_t cost_per_item) {
-  return std::max<int64_t>(1, std::min<int64_t>(items / (4 * at::get_num_threads() + 1) + 1,
-                                                32768 / std::max<int64_t>(cost_per_item, 1) + 1));
+// Items per parallel chunk: at::parallel_for stays on one thread below this, so a tiny
+// call (a few queries) does not pay for waking the thread pool.
+int64_t grain(int64_t cost_per_item) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(cost_per_item, 1));
 }
 
 }  // namespace
@@ -110,7 +105,7 @@ at::Tensor ms_deform_attn_cpu(const at::Tensor& value, const at::Tensor& spatial
                               in.loc.data_ptr<scalar_t>(),
                               in.attn.data_ptr<scalar_t>(),
                               out.data_ptr<scalar_t>()};
-    at::parallel_for(0, s.N * s.Lq, grain(s.N * s.Lq, s.M * s.L * s.P * s.D),
+    at::parallel_for(0, s.N * s.Lq, grain(s.M * s.L * s.P * s.D),
                      [&](int64_t begin, int64_t end) { run_kernel(p, begin, end); });
   });
   return out.to(value.scalar_type());

@@ -143,23 +143,18 @@ __device__ __forceinline__ void elems_to_words(const double (&x)[V], unsigned (&
     w[2 * i + 1] = static_cast<unsigned>(__double2hiint(x[i]));
   }
 }
-template <int V, int Words>
-__device__ __forceinline__ void elems_to_words(const float (&x)[V], unsigned (&w)[Words],
-                                               const __half*) {
-#pragma unroll
-  for (int i = 0; i < Words; ++i) {
-    w[i] = static_cast<unsigned>(__half_as_ushort(__float2half_rn(x[2 * i]))) |
-           (static_cast<unsigned>(__half_as_ushort(__float2half_rn(x[2 * i + 1]))) << 16);
-  }
+__device__ __forceinline__ unsigned bits16(float x, const __half*) {
+  return __half_as_ushort(__float2half_rn(x));
 }
-template <int V, int Words>
-__device__ __forceinline__ void elems_to_words(const float (&x)[V], unsigned (&w)[Words],
-                                               const __nv_bfloat16*) {
+__device__ __forceinline__ unsigned bits16(float x, const __nv_bfloat16*) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(x));
+}
+// The 16-bit types (those with a bits16): two rounded elements per word.
+template <int V, int Words, typename H>
+__device__ __forceinline__ auto elems_to_words(const float (&x)[V], unsigned (&w)[Words],
+                                               const H* tag) -> decltype(bits16(0.f, tag), void()) {
 #pragma unroll
-  for (int i = 0; i < Words; ++i) {
-    w[i] = static_cast<unsigned>(__bfloat16_as_ushort(__float2bfloat16_rn(x[2 * i]))) |
-           (static_cast<unsigned>(__bfloat16_as_ushort(__float2bfloat16_rn(x[2 * i + 1]))) << 16);
-  }
+  for (int i = 0; i < Words; ++i) w[i] = bits16(x[2 * i], tag) | (bits16(x[2 * i + 1], tag) << 16);
 }
 
 // V elements at p (aligned to V * sizeof(T)) as one load through the read-only cache,
