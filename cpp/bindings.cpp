@@ -20,6 +20,7 @@ PYBIND11_MODULE(_C, m) {
 #endif
     info["cuda_archs"] = DDETR_CUDA_ARCHS;
     info["cpu_kernel_isa"] = ddetr::cpu_kernel_isa();
+    info["cpu_kernel_threaded"] = ddetr::cpu_kernel_threaded();
     info["parallel"] = at::get_parallel_info();
     return info;
   }, "How this library was built: torch version, CUDA architectures, CPU kernels, threading.");

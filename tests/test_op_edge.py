@@ -135,4 +135,6 @@ def test_build_info():
     assert info["torch_version"] == torch.__version__
     assert info["cpu_kernel_isa"] in ("baseline", "avx2", "avx512")
     assert "OpenMP" in info["parallel"] or "native" in info["parallel"]
+    # a kernel compiled without torch's threading backend runs on one thread, silently
+    assert info["cpu_kernel_threaded"] is True
     assert info["cuda"] == bool(info["cuda_archs"])

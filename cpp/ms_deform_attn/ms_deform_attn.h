@@ -39,4 +39,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
 // The instruction set the CPU kernels run with on this machine ("avx512", "avx2", "baseline").
 const char* cpu_kernel_isa();
 
+// Whether the CPU kernels run on torch's intra-op threads (false: one thread, always).
+bool cpu_kernel_threaded();
+
 }  // namespace ddetr

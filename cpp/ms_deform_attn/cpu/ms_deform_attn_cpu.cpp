@@ -81,6 +81,16 @@ int64_t grain(int64_t cost_per_item) {
 
 const char* cpu_kernel_isa() { return kernels().isa; }
 
+// Decided by how this file was compiled: at::parallel_for is a header template, serial
+// unless this translation unit sees torch's intra-op backend (cmake/TorchOpenMP.cmake).
+bool cpu_kernel_threaded() {
+#ifdef INTRA_OP_PARALLEL
+  return true;
+#else
+  return false;
+#endif
+}
+
 at::Tensor ms_deform_attn_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
                               const at::Tensor& level_start_index,
                               const at::Tensor& sampling_locations,
