@@ -26,13 +26,14 @@ struct Corners {
 };
 
 // The cell of a sampling point: its top-left corner (x0, y0) and fractional parts.
-template <typename acc_t>
+// index_t may be int32_t where the caller knows every index fits (vectorises better).
+template <typename acc_t, typename index_t = int64_t>
 struct Cell {
-  int64_t x0, y0;
+  index_t x0, y0;
   acc_t lx, ly;
   bool inside;  // some corner lies on the map
   // All four corners on the map: the common case, with no per-corner checks.
-  DDETR_HD bool interior(int64_t H, int64_t W) const {
+  DDETR_HD bool interior(index_t H, index_t W) const {
     return (x0 >= 0) & (y0 >= 0) & (x0 + 1 < W) & (y0 + 1 < H);
   }
 };
@@ -40,8 +41,8 @@ struct Cell {
 // A point outside the map, or non-finite (NaN fails every comparison), is not `inside`;
 // it is moved to a harmless spot before the float-to-int conversion, which would be
 // undefined for out-of-range values, and gets x0 = y0 = -2: no corner on the map.
-template <typename acc_t>
-DDETR_HD Cell<acc_t> bilinear_cell(acc_t x, acc_t y, int64_t H, int64_t W) {
+template <typename acc_t, typename index_t = int64_t>
+DDETR_HD Cell<acc_t, index_t> bilinear_cell(acc_t x, acc_t y, index_t H, index_t W) {
   const acc_t px = x * static_cast<acc_t>(W) - acc_t(0.5);
   const acc_t py = y * static_cast<acc_t>(H) - acc_t(0.5);
   // `&`, not `&&`: no short-circuit branches
@@ -50,23 +51,29 @@ DDETR_HD Cell<acc_t> bilinear_cell(acc_t x, acc_t y, int64_t H, int64_t W) {
   // For px in (-1, W), truncating px + 1 is floor(px) + 1.
   const acc_t sx = inside ? px + acc_t(1) : acc_t(-1);
   const acc_t sy = inside ? py + acc_t(1) : acc_t(-1);
-  Cell<acc_t> cell;
-  cell.x0 = static_cast<int64_t>(sx) - 1;
-  cell.y0 = static_cast<int64_t>(sy) - 1;
+  Cell<acc_t, index_t> cell;
+  cell.x0 = static_cast<index_t>(sx) - 1;
+  cell.y0 = static_cast<index_t>(sy) - 1;
   cell.lx = inside ? px - static_cast<acc_t>(cell.x0) : acc_t(0);
   cell.ly = inside ? py - static_cast<acc_t>(cell.y0) : acc_t(0);
   cell.inside = inside;
   return cell;
 }
 
-// Bilinear weights of the four corners of a cell, all assumed on the map.
+// Bilinear weights of the four corners of a cell, all assumed on the map. (Four outputs
+// rather than an array: a local array defeats GCC's vectorisation of `omp simd` loops.)
+template <typename acc_t>
+DDETR_HD void bilinear_weights(acc_t lx, acc_t ly, acc_t& w0, acc_t& w1, acc_t& w2, acc_t& w3) {
+  const acc_t hx = acc_t(1) - lx, hy = acc_t(1) - ly;
+  w0 = hy * hx;
+  w1 = hy * lx;
+  w2 = ly * hx;
+  w3 = ly * lx;
+}
+
 template <typename acc_t>
 DDETR_HD void bilinear_weights(acc_t lx, acc_t ly, acc_t w[4]) {
-  const acc_t hx = acc_t(1) - lx, hy = acc_t(1) - ly;
-  w[0] = hy * hx;
-  w[1] = hy * lx;
-  w[2] = ly * hx;
-  w[3] = ly * lx;
+  bilinear_weights(lx, ly, w[0], w[1], w[2], w[3]);
 }
 
 // Fills `c` for the normalised location (x, y) on an H x W map and returns whether any
