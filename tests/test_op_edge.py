@@ -3,6 +3,7 @@ thread counts, instruction sets, half types, double backward."""
 import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
@@ -77,26 +78,39 @@ def test_one_and_two_threads_bitwise_equal():
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("isa", ["baseline", "avx2"])
-def test_other_instruction_sets(isa):
-    # each instruction-set copy of the CPU kernels against the reference, in a fresh process
-    code = (
-        "import torch, ddetr, sys; sys.path.insert(0, 'tests');"
-        "from op_cases import make_inputs;"
-        "from ddetr.ops import ms_deform_attn_pytorch as ref;"
-        "v,s,st,l,a = make_inputs([[9,7],[4,4],[1,1]], 2, 7, 3, 32, 3, requires_grad=True);"
-        "print(ddetr.build_info()['cpu_kernel_isa']);"
-        "o = torch.ops.ddetr.ms_deform_attn(v,s,st,l,a,64);"
-        "torch.testing.assert_close(o, ref(v,s,l,a), rtol=1e-10, atol=1e-10);"
-        "g1 = torch.autograd.grad(o.sum(), (v,l,a)); g2 = torch.autograd.grad(ref(v,s,l,a).sum(), (v,l,a));"
-        "[torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9) for x, y in zip(g1, g2)]"
-    )
+@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+def test_each_instruction_set(isa):
+    # each instruction-set copy of the CPU kernels against the float64 reference, in a fresh
+    # process: both dtypes and the unrolled channel counts (32, 64), whose vector widths
+    # (2 to 16 lanes) differ per copy, plus a generic one, with points on every border
+    code = textwrap.dedent("""
+        import sys, torch, ddetr
+        sys.path.insert(0, "tests")
+        from op_cases import make_inputs
+        from ddetr.ops import ms_deform_attn_pytorch as ref
+        print(ddetr.build_info()["cpu_kernel_isa"])
+        for dt, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+            for d in (32, 64, 20):
+                v, s, st, l, a = make_inputs([[9, 7], [4, 4], [1, 1]], 2, 7, 3, d, 3,
+                                             requires_grad=True)
+                h = [t.detach().to(dt).requires_grad_() for t in (v, l, a)]
+                o = torch.ops.ddetr.ms_deform_attn(h[0], s, st, h[1], h[2], 64)
+                w = ref(v, s, l, a)
+                torch.testing.assert_close(o.double(), w, rtol=tol, atol=tol)
+                g = torch.randn_like(w)
+                got = torch.autograd.grad(o, h, g.to(dt))
+                want = torch.autograd.grad(w, (v, l, a), g)
+                for x, y in zip(got, want):
+                    torch.testing.assert_close(x.double(), y, rtol=tol, atol=tol * 10)
+    """)
     env = dict(os.environ, DDETR_CPU_ISA=isa)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     res = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() in (isa, "baseline")  # a CPU without avx2 falls back
+    # a CPU without the instruction set falls back to a lesser copy
+    fallbacks = {"avx512": ("avx512", "avx2", "baseline"), "avx2": ("avx2", "baseline")}
+    assert res.stdout.strip() in fallbacks.get(isa, (isa,))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
