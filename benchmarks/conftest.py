@@ -7,9 +7,9 @@ timing): `pytest benchmarks --benchmark-disable`.
 """
 from __future__ import annotations
 
+import os
 import platform
 import sys
-import os
 
 import pytest
 import torch
@@ -36,10 +36,21 @@ DEVICE_DTYPES = [pytest.param(dev, dt, id=f"{dev}-{str(dt).split('.')[-1]}")
                  for dev in devices() for dt in dtypes(dev)]
 
 
+def cpu_model() -> str:
+    try:  # Linux names the model here; platform.processor() is often empty
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
-    return platform.processor() or platform.machine()
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def sync(device):

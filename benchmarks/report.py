@@ -4,7 +4,8 @@
 
 Rows are cases (op shape and mode, dtype, batch; module; model); for each file (device)
 the columns give ddetr's median time, its speed-up over the pure-PyTorch reference
-measured in the same run, and ddetr's peak memory against the reference's.
+measured in the same run (for the thread cases: over one thread), and ddetr's peak memory
+against the reference's.
 """
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ def render(paths):
             cell = fmt_time(median)
             if speedup:
                 cell += f" / {speedup:.1f}x"
+            if info.get("speedup_vs_one_thread"):
+                cell += f" / {info['speedup_vs_one_thread']:.2f}x over 1 thread"
             if "peak_memory_bytes" in info:
                 cell += f" / {fmt_mem(info['peak_memory_bytes'])}"
                 if "reference_peak_memory_bytes" in info:
