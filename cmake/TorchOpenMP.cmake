@@ -7,9 +7,11 @@ file(STRINGS "${TORCH_INSTALL_PREFIX}/include/ATen/Config.h" _at_openmp
 set(DDETR_TORCH_OPENMP_RUNTIME "")
 if(_at_openmp)
   find_package(OpenMP REQUIRED COMPONENTS CXX)
-  # Wheels bundle their runtime next to libtorch (libgomp, possibly with a hashed name).
+  # Wheels bundle their runtime next to libtorch or in auditwheel's torch.libs (libgomp,
+  # possibly with a hashed name); the system's runtime is the fallback.
   file(GLOB _torch_omp "${TORCH_INSTALL_PREFIX}/lib/libgomp*.so*"
-       "${TORCH_INSTALL_PREFIX}/lib/libiomp5*" "${TORCH_INSTALL_PREFIX}/lib/libomp*")
+       "${TORCH_INSTALL_PREFIX}/lib/libiomp5*" "${TORCH_INSTALL_PREFIX}/lib/libomp*"
+       "${TORCH_INSTALL_PREFIX}/../torch.libs/libgomp*.so*")
   if(_torch_omp)
     list(GET _torch_omp 0 DDETR_TORCH_OPENMP_RUNTIME)
   endif()

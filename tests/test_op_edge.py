@@ -152,3 +152,13 @@ def test_build_info():
     # a kernel compiled without torch's threading backend runs on one thread, silently
     assert info["cpu_kernel_threaded"] is True
     assert info["cuda"] == bool(info["cuda_archs"])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
+def test_one_openmp_runtime():
+    # the op threads on torch's OpenMP runtime, never on a second copy with its own pool
+    import ddetr  # noqa: F401
+    with open("/proc/self/maps") as f:
+        paths = {line.split()[-1] for line in f if line.rstrip().endswith(".so") or ".so." in line}
+    runtimes = {p for p in paths if os.path.basename(p).startswith(("libgomp", "libiomp", "libomp"))}
+    assert len(runtimes) <= 1, runtimes
