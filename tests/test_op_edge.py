@@ -62,10 +62,11 @@ def test_infinite_value_outside_the_map_stays_out():
     torch.testing.assert_close(out, ms_deform_attn_pytorch(value, shapes, loc, attn))
 
 
-def test_one_and_two_threads_bitwise_equal():
-    inputs = make_inputs([[20, 17], [10, 9], [5, 5], [3, 3]], 2, 50, 4, 32, 4,
+@pytest.mark.parametrize("lq", [50, 464], ids=["decoder", "encoder"])  # 464 = S: strip order
+def test_one_and_two_threads_bitwise_equal(lq):
+    inputs = make_inputs([[20, 17], [10, 9], [5, 5], [3, 3]], 2, lq, 4, 32, 4,
                          dtype=torch.float32, seed=8)
-    grad = torch.randn(2, 50, 128)
+    grad = torch.randn(2, lq, 128)
     before = torch.get_num_threads()
     results = []
     try:

@@ -37,6 +37,21 @@ def test_matches_reference(case, dtype):
                                    msg=lambda m: f"grad {name}: {m}")
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_encoder_layout_matches_reference(dtype):
+    # Lq == S: the CPU kernels walk the queries in column strips of each level's map; widths
+    # that are not a multiple of the strip, a one-pixel-wide level and a 1 x 1 level
+    shapes = [[9, 37], [5, 19], [3, 1], [1, 1]]
+    s = sum(h * w for h, w in shapes)
+    inputs = make_inputs(shapes, 2, s, 3, 32, 2, dtype=dtype, requires_grad=True)
+    out, ref, got, want = run_both(inputs)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.double(), ref, **tol)
+    for a, b in zip(got, want):
+        scale = max(1.0, b.abs().max().item())
+        torch.testing.assert_close(a.double() / scale, b.double() / scale, **tol)
+
+
 @pytest.mark.parametrize("spread", [(0.0, 1.0), (-3.0, 4.0), (0.45, 0.55)])
 def test_location_spreads(spread):
     inputs = make_inputs([[7, 5], [4, 3], [2, 2]], 2, 13, 4, 8, 4, spread=spread, seed=3,

@@ -111,6 +111,33 @@ inline bool chunk_point(const ChunkCorners<T, I>& g, int64_t j, const T* loc,
   return true;
 }
 
+// The order in which queries are walked. When they are the value's own pixels (the
+// encoder: Lq == S, each query sampling around its own position), each level's map is
+// walked in column strips of kStrip pixels rather than in raster order, so the value rows
+// that neighbouring queries share stay in the core's cache between uses. Any other layout
+// is walked in index order. The order depends on the shapes alone: results do not depend
+// on the threads.
+constexpr int64_t kStrip = 16;  // measured: 8 and 32 no faster, 4 and 64 slower
+
+struct QueryOrder {
+  const int64_t* shapes;
+  const int64_t* starts;
+  int64_t L;
+  bool strips;
+  QueryOrder(const Shape& s, const int64_t* spatial_shapes, const int64_t* level_start)
+      : shapes(spatial_shapes), starts(level_start), L(s.L), strips(s.Lq == s.S) {}
+
+  int64_t operator()(int64_t t) const {  // the t-th query walked
+    if (!strips) return t;
+    int64_t l = L - 1;
+    while (l > 0 && t < starts[l]) --l;
+    const int64_t H = shapes[2 * l], W = shapes[2 * l + 1];
+    const int64_t o = t - starts[l], k = o / (H * kStrip);  // every strip before is full
+    const int64_t x0 = k * kStrip, w = std::min(kStrip, W - x0), r = o - k * H * kStrip;
+    return starts[l] + (r / w) * W + x0 + r % w;
+  }
+};
+
 // A row of zeros stands in for corners outside the map (and a scratch row takes their
 // gradient), so the four corners of a point are summed in one branch-free, vectorised
 // loop. Multiplying a real row by a zero weight instead would turn an infinite value into
@@ -235,10 +262,11 @@ void forward_range(const ForwardParams<T>& p, int64_t begin, int64_t end) {
   const PointLevels<I> lv(p.spatial_shapes, p.level_start, s.L, s.P);
   const SpareRows<T> spare(D);
   ChunkCorners<T, I> g;
-  for (int64_t item = begin; item < end; ++item) {  // item = n * Lq + q
-    const int64_t n = item / s.Lq;
+  const QueryOrder order(s, p.spatial_shapes, p.level_start);
+  for (int64_t item = begin; item < end; ++item) {  // item = n * Lq + (query's turn)
+    const int64_t n = item / s.Lq, q = order(item % s.Lq);
     for (int64_t m = 0; m < s.M; ++m) {
-      const int64_t nqm = item * s.M + m;
+      const int64_t nqm = (n * s.Lq + q) * s.M + m;
       const T* loc = p.loc + nqm * LP * 2;
       const T* attn = p.attn + nqm * LP;
       const T* base = p.value + n * s.S * MD + m * D;  // value[n, row, m, :] = base + row * MD
@@ -277,6 +305,7 @@ void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
   const PointLevels<I> lv(p.spatial_shapes, p.level_start, s.L, s.P);
   SpareRows<T> spare(D);
   ChunkCorners<T, I> g;
+  const QueryOrder order(s, p.spatial_shapes, p.level_start);
   // Items are (batch, head) pairs, item = n * M + m. A thread's range is walked one batch
   // entry at a time with queries outside and its heads inside (measured faster than one head
   // at a time: a corner's rows of neighbouring heads share cache lines and pages). Each
@@ -285,7 +314,8 @@ void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
   for (int64_t n = begin / s.M; n * s.M < end; ++n) {
     const int64_t m_begin = std::max(begin - n * s.M, int64_t(0));
     const int64_t m_end = std::min(end - n * s.M, s.M);
-    for (int64_t q = 0; q < s.Lq; ++q) {
+    for (int64_t t = 0; t < s.Lq; ++t) {
+      const int64_t q = order(t);
       for (int64_t m = m_begin; m < m_end; ++m) {
         const T* base = p.value + n * s.S * MD + m * D;
         T* gbase = p.grad_value + n * s.S * MD + m * D;
