@@ -22,4 +22,4 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktra
 cd "$root"
 PYTHONPATH="$pkg" python -c "import ddetr, sys; assert ddetr.__file__.startswith('$pkg'), ddetr.__file__"
 PYTHONPATH="$pkg" python -m pytest tests/test_op_values.py tests/test_op_edge.py tests/test_op_errors.py \
-  -q -p no:cacheprovider -k "not import_refuses and not other_instruction_sets and not subprocess" "$@"
+  -q -p no:cacheprovider -k "not import_refuses and not subprocess" "$@"

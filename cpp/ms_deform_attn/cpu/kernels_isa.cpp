@@ -138,14 +138,14 @@ struct QueryOrder {
   }
 };
 
-// A row of zeros stands in for corners outside the map (and a scratch row takes their
-// gradient), so the four corners of a point are summed in one branch-free, vectorised
-// loop. Multiplying a real row by a zero weight instead would turn an infinite value into
-// NaN where grid_sample gives 0.
+// A row of zeros stands in for corners outside the map (and one scratch row per corner
+// takes their gradient, so no two corners ever write the same memory), so the four corners
+// of a point are summed in one branch-free, vectorised loop. Multiplying a real row by a
+// zero weight instead would turn an infinite value into NaN where grid_sample gives 0.
 template <typename T>
 struct SpareRows {
   std::vector<T> zeros, scratch;
-  explicit SpareRows(int64_t D) : zeros(D, T(0)), scratch(D, T(0)) {}
+  explicit SpareRows(int64_t D) : zeros(D, T(0)), scratch(4 * D, T(0)) {}
 };
 
 // Native vectors of this copy's instruction set (GCC/Clang vector extensions), for the
@@ -342,7 +342,7 @@ void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
             for (int k = 0; k < 4; ++k) {
               const int64_t r = c.row[k];
               v[k] = r >= 0 ? base + r * MD : spare.zeros.data();
-              gv[k] = r >= 0 ? gbase + r * MD : spare.scratch.data();
+              gv[k] = r >= 0 ? gbase + r * MD : spare.scratch.data() + k * D;
               aw[k] = a * c.weight[k];
             }
             T dot[4];
