@@ -79,8 +79,9 @@ def test_one_and_two_threads_bitwise_equal(lq):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
-def test_each_instruction_set(isa):
+@pytest.mark.parametrize("isa,index64", [("baseline", False), ("avx2", False),
+                                         ("avx512", False), ("avx512", True)])
+def test_each_instruction_set(isa, index64):
     # each instruction-set copy of the CPU kernels against the float64 reference, in a fresh
     # process: both dtypes and the unrolled channel counts (32, 64), whose vector widths
     # (2 to 16 lanes) differ per copy, plus a generic one, with points on every border
@@ -105,6 +106,9 @@ def test_each_instruction_set(isa):
                     torch.testing.assert_close(x.double(), y, rtol=tol, atol=tol * 10)
     """)
     env = dict(os.environ, DDETR_CPU_ISA=isa)
+    env.pop("DDETR_CPU_INDEX64", None)
+    if index64:  # int64 row indices, otherwise used only when S >= 2^30
+        env["DDETR_CPU_INDEX64"] = "1"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     res = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
                          text=True, timeout=300)

@@ -5,6 +5,7 @@
 // weak functions).
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -363,15 +364,22 @@ void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
 // Channel counts of the published models get unrolled copies; any other D runs the
 // generic loop.
 // Row indices are int32 when they all fit (the validated shapes have H * W <= S).
+// DDETR_CPU_INDEX64=1 forces int64 everywhere, so the tests reach that path without a
+// value tensor of 2^30 rows.
+inline bool int32_rows(const Shape& s) {
+  static const bool force64 = std::getenv("DDETR_CPU_INDEX64") != nullptr;
+  return s.S < (int64_t(1) << 30) && !force64;
+}
+
 template <typename T, int kD>
 void forward_rows(const ForwardParams<T>& p, int64_t begin, int64_t end) {
-  if (p.shape.S < (int64_t(1) << 30)) return forward_range<T, kD, int32_t>(p, begin, end);
+  if (int32_rows(p.shape)) return forward_range<T, kD, int32_t>(p, begin, end);
   return forward_range<T, kD, int64_t>(p, begin, end);
 }
 
 template <typename T, int kD>
 void backward_rows(const BackwardParams<T>& p, int64_t begin, int64_t end) {
-  if (p.shape.S < (int64_t(1) << 30)) return backward_range<T, kD, int32_t>(p, begin, end);
+  if (int32_rows(p.shape)) return backward_range<T, kD, int32_t>(p, begin, end);
   return backward_range<T, kD, int64_t>(p, begin, end);
 }
 
