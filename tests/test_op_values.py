@@ -21,20 +21,26 @@ def run_both(inputs, grad_seed=1):
     return out, ref, got, want
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_matches_reference(case, dtype):
-    shapes, n, lq, m, d, p = case
-    inputs = make_inputs(shapes, n, lq, m, d, p, dtype=dtype, requires_grad=True)
+def assert_matches_reference(inputs):
+    """Output and the three gradients against the float64 reference; returns the output."""
     out, ref, got, want = run_both(inputs)
-    assert out.shape == (n, lq, m * d) and out.dtype == dtype
-    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    tol = dict(rtol=1e-10, atol=1e-10) if out.dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out.double(), ref, **tol)
     for name, a, b in zip(("value", "sampling_locations", "attention_weights"), got, want):
         # location gradients scale with the map size; compare relative to their magnitude
         scale = max(1.0, b.abs().max().item())
         torch.testing.assert_close(a.double() / scale, b.double() / scale, **tol,
                                    msg=lambda m: f"grad {name}: {m}")
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_matches_reference(case, dtype):
+    shapes, n, lq, m, d, p = case
+    out = assert_matches_reference(make_inputs(shapes, n, lq, m, d, p, dtype=dtype,
+                                               requires_grad=True))
+    assert out.shape == (n, lq, m * d) and out.dtype == dtype
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -43,13 +49,7 @@ def test_encoder_layout_matches_reference(dtype):
     # that are not a multiple of the strip, a one-pixel-wide level and a 1 x 1 level
     shapes = [[9, 37], [5, 19], [3, 1], [1, 1]]
     s = sum(h * w for h, w in shapes)
-    inputs = make_inputs(shapes, 2, s, 3, 32, 2, dtype=dtype, requires_grad=True)
-    out, ref, got, want = run_both(inputs)
-    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(out.double(), ref, **tol)
-    for a, b in zip(got, want):
-        scale = max(1.0, b.abs().max().item())
-        torch.testing.assert_close(a.double() / scale, b.double() / scale, **tol)
+    assert_matches_reference(make_inputs(shapes, 2, s, 3, 32, 2, dtype=dtype, requires_grad=True))
 
 
 @pytest.mark.parametrize("spread", [(0.0, 1.0), (-3.0, 4.0), (0.45, 0.55)])

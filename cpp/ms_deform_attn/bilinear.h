@@ -71,11 +71,6 @@ DDETR_HD void bilinear_weights(acc_t lx, acc_t ly, acc_t& w0, acc_t& w1, acc_t& 
   w3 = ly * lx;
 }
 
-template <typename acc_t>
-DDETR_HD void bilinear_weights(acc_t lx, acc_t ly, acc_t w[4]) {
-  bilinear_weights(lx, ly, w[0], w[1], w[2], w[3]);
-}
-
 // Fills `c` for the normalised location (x, y) on an H x W map and returns whether any
 // corner lies on the map. Branch-free, so GPU warps do not diverge.
 template <typename acc_t>
@@ -87,7 +82,7 @@ DDETR_HD bool bilinear_corners(acc_t x, acc_t y, int64_t H, int64_t W, Corners<a
   c.lx = cell.lx;
   c.ly = cell.ly;
   acc_t w[4];
-  bilinear_weights(cell.lx, cell.ly, w);
+  bilinear_weights(cell.lx, cell.ly, w[0], w[1], w[2], w[3]);
   const bool vx0 = x0 >= 0, vx1 = (x1 >= 0) & (x1 < W), vy0 = y0 >= 0, vy1 = (y1 >= 0) & (y1 < H);
   c.offset[0] = (vy0 & vx0) ? y0 * W + x0 : int64_t(-1);
   c.offset[1] = (vy0 & vx1) ? y0 * W + x1 : int64_t(-1);

@@ -309,7 +309,7 @@ void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
   const QueryOrder order(s, p.spatial_shapes, p.level_start);
   // Items are (batch, head) pairs, item = n * M + m. A thread's range is walked one batch
   // entry at a time with queries outside and its heads inside (measured faster than one head
-  // at a time: a corner's rows of neighbouring heads share cache lines and pages). Each
+  // at a time: neighbouring heads' parts of a value row are adjacent in memory). Each
   // (n, m) still sums its queries in the same order whatever the split, so the result does
   // not depend on the threads.
   for (int64_t n = begin / s.M; n * s.M < end; ++n) {
@@ -361,8 +361,6 @@ void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
   }
 }
 
-// Channel counts of the published models get unrolled copies; any other D runs the
-// generic loop.
 // Row indices are int32 when they all fit (the validated shapes have H * W <= S).
 // DDETR_CPU_INDEX64=1 forces int64 everywhere, so the tests reach that path without a
 // value tensor of 2^30 rows.
@@ -383,6 +381,8 @@ void backward_rows(const BackwardParams<T>& p, int64_t begin, int64_t end) {
   return backward_range<T, kD, int64_t>(p, begin, end);
 }
 
+// Channel counts of the published models get unrolled copies; any other D runs the
+// generic loop.
 template <typename T>
 void forward_any(const ForwardParams<T>& p, int64_t begin, int64_t end) {
   switch (p.shape.D) {
