@@ -27,6 +27,40 @@ def make_inputs(shapes, n=2, lq=5, m=2, d=4, p=3, dtype=torch.float64, device="c
             out[1], out[2])
 
 
+def encoder_inputs(shapes, n=1, m=2, d=8, p=2, reach=2.0, far=0.0, dtype=torch.float64,
+                   seed=0, requires_grad=False):
+    """The encoder layout (one query per value pixel, Lq = S): each query samples around its
+    own position on every level, `reach` pixels (Gaussian) of that level, as a trained model
+    does; a fraction `far` of the points lies anywhere on (or just off) the map instead.
+    """
+    g = torch.Generator().manual_seed(seed)
+    spatial_shapes = torch.tensor(shapes, dtype=torch.int64)
+    s = int(spatial_shapes.prod(1).sum())
+    nl = len(shapes)
+    centres = torch.cat([torch.stack(torch.meshgrid((torch.arange(h) + 0.5) / h,
+                                                    (torch.arange(w) + 0.5) / w,
+                                                    indexing="ij")[::-1], -1).reshape(-1, 2)
+                         for h, w in shapes]).double()
+    wh = spatial_shapes.flip(-1).double()  # (L, 2) as (W, H)
+    offsets = reach * torch.randn(n, s, m, nl, p, 2, generator=g, dtype=torch.float64) / wh[:, None]
+    loc = centres[None, :, None, None, None] + offsets
+    anywhere = torch.rand(loc.shape, generator=g, dtype=torch.float64) * 1.2 - 0.1
+    pick = torch.rand(n, s, m, nl, p, 1, generator=g, dtype=torch.float64) < far
+    loc = torch.where(pick, anywhere, loc)
+    value = torch.randn(n, s, m, d, generator=g, dtype=torch.float64)
+    attn = torch.rand(n, s, m, nl, p, generator=g, dtype=torch.float64) + 0.1
+    out = [t.to(dtype=dtype).requires_grad_(requires_grad) for t in (value, loc, attn)]
+    return (out[0], spatial_shapes, compute_level_start_index(spatial_shapes), out[1], out[2])
+
+
+# Encoder-layout maps wide enough for the CPU backward's split into bands of columns (see
+# cpp/ms_deform_attn/cpu/bands.h): two wide levels, two narrow ones.
+BAND_SHAPES = [[10, 70], [4, 35], [3, 18], [2, 9]]
+# "near": points around their query, a few anywhere (deferred, listed); "anywhere": every
+# point anywhere (with 4 points per level, more than a list holds: the band is walked again).
+BAND_CASES = {"near": dict(reach=2.0, far=0.01), "anywhere": dict(reach=2.0, far=1.0)}
+
+
 # (spatial shapes, N, Lq, M, D, P): varied levels, odd channel counts, 1x1 levels, a single
 # query, non-square maps.
 CASES = [

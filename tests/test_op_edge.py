@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ddetr.ops import ms_deform_attn_pytorch
-from op_cases import make_inputs
+from op_cases import BAND_CASES, BAND_SHAPES, encoder_inputs, make_inputs
 
 op = torch.ops.ddetr.ms_deform_attn
 op_backward = torch.ops.ddetr.ms_deform_attn_backward
@@ -62,11 +62,17 @@ def test_infinite_value_outside_the_map_stays_out():
     torch.testing.assert_close(out, ms_deform_attn_pytorch(value, shapes, loc, attn))
 
 
-@pytest.mark.parametrize("lq", [50, 464], ids=["decoder", "encoder"])  # 464 = S: strip order
-def test_one_and_two_threads_bitwise_equal(lq):
-    inputs = make_inputs([[20, 17], [10, 9], [5, 5], [3, 3]], 2, lq, 4, 32, 4,
-                         dtype=torch.float32, seed=8)
-    grad = torch.randn(2, lq, 128)
+@pytest.mark.parametrize("layout", ["decoder", "encoder", "bands-near", "bands-anywhere"])
+def test_one_and_two_threads_bitwise_equal(layout):
+    if layout.startswith("bands"):  # encoder layout on maps wide enough to split (bands.h)
+        inputs = encoder_inputs(BAND_SHAPES, 2, 4, 32, 4, **BAND_CASES[layout[6:]],
+                                dtype=torch.float32)
+    else:  # 464 = S: the encoder layout, walked in strips
+        lq = 464 if layout == "encoder" else 50
+        inputs = make_inputs([[20, 17], [10, 9], [5, 5], [3, 3]], 2, lq, 4, 32, 4,
+                             dtype=torch.float32, seed=8)
+    out = op(*inputs, 64)
+    grad = torch.randn(out.shape)
     before = torch.get_num_threads()
     results = []
     try:
@@ -84,17 +90,22 @@ def test_one_and_two_threads_bitwise_equal(lq):
 def test_each_instruction_set(isa, index64):
     # each instruction-set copy of the CPU kernels against the float64 reference, in a fresh
     # process: both dtypes and the unrolled channel counts (32, 64), whose vector widths
-    # (2 to 16 lanes) differ per copy, plus a generic one, with points on every border
+    # (2 to 16 lanes) differ per copy, plus a generic one, with points on every border; in
+    # the decoder layout and the encoder layout (split into bands, some points deferred)
     code = textwrap.dedent("""
         import sys, torch, ddetr
         sys.path.insert(0, "tests")
-        from op_cases import make_inputs
+        from op_cases import BAND_SHAPES, encoder_inputs, make_inputs
         from ddetr.ops import ms_deform_attn_pytorch as ref
         print(ddetr.build_info()["cpu_kernel_isa"])
         for dt, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
-            for d in (32, 64, 20):
-                v, s, st, l, a = make_inputs([[9, 7], [4, 4], [1, 1]], 2, 7, 3, d, 3,
-                                             requires_grad=True)
+            for d, layout in [(d, x) for d in (32, 64, 20) for x in ("decoder", "encoder")]:
+                if layout == "encoder":
+                    v, s, st, l, a = encoder_inputs(BAND_SHAPES, 1, 2, d, 2, far=0.3,
+                                                    requires_grad=True)
+                else:
+                    v, s, st, l, a = make_inputs([[9, 7], [4, 4], [1, 1]], 2, 7, 3, d, 3,
+                                                 requires_grad=True)
                 h = [t.detach().to(dt).requires_grad_() for t in (v, l, a)]
                 o = torch.ops.ddetr.ms_deform_attn(h[0], s, st, h[1], h[2], 64)
                 w = ref(v, s, l, a)

@@ -5,7 +5,7 @@ import torch
 
 import ddetr
 from ddetr.ops import ms_deform_attn_pytorch
-from op_cases import CASES, case_id, make_inputs
+from op_cases import BAND_CASES, BAND_SHAPES, CASES, case_id, encoder_inputs, make_inputs
 
 op = torch.ops.ddetr.ms_deform_attn
 
@@ -50,6 +50,15 @@ def test_encoder_layout_matches_reference(dtype):
     shapes = [[9, 37], [5, 19], [3, 1], [1, 1]]
     s = sum(h * w for h, w in shapes)
     assert_matches_reference(make_inputs(shapes, 2, s, 3, 32, 2, dtype=dtype, requires_grad=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", sorted(BAND_CASES))
+def test_encoder_bands_match_reference(case, dtype):
+    # the CPU backward's bands: corners in a band's own columns, in its halo, beyond it
+    # (deferred), on narrow levels where a band writes only its buffer, and off the map
+    assert_matches_reference(encoder_inputs(BAND_SHAPES, n=2, p=4, **BAND_CASES[case],
+                                            dtype=dtype, requires_grad=True))
 
 
 @pytest.mark.parametrize("spread", [(0.0, 1.0), (-3.0, 4.0), (0.45, 0.55)])

@@ -7,8 +7,13 @@
 #pragma once
 #include <cstdint>
 
+// Always inlined: the CPU kernels' `omp simd` loops vectorise only with these bodies inlined
+// (GCC stops inlining them as a file grows), and an out-of-line copy would be a weak symbol
+// that the linker could share between instruction-set copies.
 #if defined(__CUDACC__)
 #define DDETR_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define DDETR_HD inline __attribute__((always_inline))
 #else
 #define DDETR_HD inline
 #endif

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "../params.h"
+#include "bands.h"
 
 namespace ddetr {
 namespace cpu {
@@ -15,11 +16,19 @@ struct KernelTable {
   // Forward over work items [begin, end) of N * Lq: each item is one (batch, query).
   void (*forward_f32)(const ForwardParams<float>&, int64_t begin, int64_t end);
   void (*forward_f64)(const ForwardParams<double>&, int64_t begin, int64_t end);
-  // Backward over work items [begin, end) of N * M: each item is one (batch, head), whose
-  // slice of grad_value no other item writes, so no atomics are needed and the result does
-  // not depend on the number of threads.
-  void (*backward_f32)(const BackwardParams<float>&, int64_t begin, int64_t end);
-  void (*backward_f64)(const BackwardParams<double>&, int64_t begin, int64_t end);
+  // Backward, first pass over work items [begin, end) of N * K * M, K from plan_bands: each
+  // item is one (batch, band, head), whose grad_value writes no other item makes (bands.h),
+  // so no atomics are needed and the result does not depend on the number of threads.
+  void (*backward_f32)(const BackwardParams<float>&, const BandScratch<float>&, int64_t begin,
+                       int64_t end);
+  void (*backward_f64)(const BackwardParams<double>&, const BandScratch<double>&,
+                       int64_t begin, int64_t end);
+  // Backward, second pass when K > 1, over work items [begin, end) of N * M, (batch, head):
+  // the halo buffers and the deferred points.
+  void (*deferred_f32)(const BackwardParams<float>&, const BandScratch<float>&, int64_t begin,
+                       int64_t end);
+  void (*deferred_f64)(const BackwardParams<double>&, const BandScratch<double>&,
+                       int64_t begin, int64_t end);
 };
 
 const KernelTable& kernel_table_baseline();

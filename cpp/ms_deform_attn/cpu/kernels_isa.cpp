@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../bilinear.h"
+#include "bands.h"
 #include "kernels.h"
 
 #ifndef DDETR_ISA
@@ -70,6 +71,7 @@ template <typename T, typename I>
 struct ChunkCorners {
   int32_t kind[kChunk];
   I row[kChunk];  // level start + y0 * W + x0, the top-left corner of an interior point
+  I x0[kChunk], y0[kChunk];  // its column and line
   T w0[kChunk], w1[kChunk], w2[kChunk], w3[kChunk];  // bilinear weights of the corners
   T lx[kChunk], ly[kChunk];
 };
@@ -85,6 +87,8 @@ inline void chunk_corners(const T* loc, const PointLevels<I>& lv, int64_t j0, in
     const Cell<T, I> c = bilinear_cell<T, I>(loc[2 * j], loc[2 * j + 1], H[j], W[j]);
     g.kind[j] = c.interior(H[j], W[j]) ? kInterior : c.inside ? kBorder : kOff;
     g.row[j] = start[j] + c.y0 * W[j] + c.x0;
+    g.x0[j] = c.x0;
+    g.y0[j] = c.y0;
     bilinear_weights<T>(c.lx, c.ly, g.w0[j], g.w1[j], g.w2[j], g.w3[j]);
     g.lx[j] = c.lx;
     g.ly[j] = c.ly;
@@ -112,29 +116,34 @@ inline bool chunk_point(const ChunkCorners<T, I>& g, int64_t j, const T* loc,
   return true;
 }
 
-// The order in which queries are walked. When they are the value's own pixels (the
-// encoder: Lq == S, each query sampling around its own position), each level's map is
-// walked in column strips of kStrip pixels rather than in raster order, so the value rows
-// that neighbouring queries share stay in the core's cache between uses. Any other layout
-// is walked in index order. The order depends on the shapes alone: results do not depend
-// on the threads.
-constexpr int64_t kStrip = 16;  // measured: 8 and 32 no faster, 4 and 64 slower
-
+// The order in which queries are walked. In the encoder layout (bands.h) it goes band by
+// band, and each band's part of a level's map in column strips of kStrip pixels rather than
+// in raster order, so the value rows that neighbouring queries share stay in the core's
+// cache between uses. Any other layout is walked in index order. The order depends on the
+// shapes alone: results do not depend on the threads.
 struct QueryOrder {
   const int64_t* shapes;
   const int64_t* starts;
-  int64_t L;
-  bool strips;
+  int64_t L, Lq, K, halo_rows;
+  std::vector<LevelBand> level;  // (band, level), from plan_bands
   QueryOrder(const Shape& s, const int64_t* spatial_shapes, const int64_t* level_start)
-      : shapes(spatial_shapes), starts(level_start), L(s.L), strips(s.Lq == s.S) {}
+      : shapes(spatial_shapes), starts(level_start), L(s.L), Lq(s.Lq), level(kBands * s.L) {
+    K = plan_bands(s, spatial_shapes, level.data(), halo_rows);
+  }
+
+  const LevelBand& band(int64_t b, int64_t l) const { return level[b * L + l]; }
+  int64_t band_begin(int64_t b) const { return K == 1 ? 0 : band(b, 0).turn0; }
+  int64_t band_end(int64_t b) const { return b + 1 < K ? band(b + 1, 0).turn0 : Lq; }
 
   int64_t operator()(int64_t t) const {  // the t-th query walked
-    if (!strips) return t;
-    int64_t l = L - 1;
-    while (l > 0 && t < starts[l]) --l;
-    const int64_t H = shapes[2 * l], W = shapes[2 * l + 1];
-    const int64_t o = t - starts[l], k = o / (H * kStrip);  // every strip before is full
-    const int64_t x0 = k * kStrip, w = std::min(kStrip, W - x0), r = o - k * H * kStrip;
+    if (K == 1) return t;
+    int64_t e = K * L - 1;  // the last (band, level) starting at or before t is not empty
+    while (e > 0 && t < level[e].turn0) --e;
+    const LevelBand& lb = level[e];
+    const int64_t l = e % L, H = shapes[2 * l], W = shapes[2 * l + 1];
+    const int64_t o = t - lb.turn0, k = o / (H * kStrip);  // every strip before is full
+    const int64_t x0 = lb.lo + k * kStrip, w = std::min(kStrip, lb.hi - x0);
+    const int64_t r = o - k * H * kStrip;
     return starts[l] + (r / w) * W + x0 + r % w;
   }
 };
@@ -299,27 +308,111 @@ void forward_range(const ForwardParams<T>& p, int64_t begin, int64_t end) {
   }
 }
 
+// A band's buffer column of value column x, and back (bands.h).
+inline int64_t buffer_column(const LevelBand& lb, int64_t x) {
+  return x - lb.halo_lo - (!lb.zone && x >= lb.hi ? lb.hi - lb.lo : 0);
+}
+inline int64_t value_column(const LevelBand& lb, int64_t c) {
+  const int64_t x = lb.halo_lo + c;
+  return x + (!lb.zone && x >= lb.lo ? lb.hi - lb.lo : 0);
+}
+
+// Where the corner at column x, line y (value row r) takes its gradient in band b's pass
+// (bands.h): grad_value in the band's own columns, else the band's buffer within its zone;
+// nullptr farther out, where the point is deferred.
+template <typename T>
+inline T* band_row(const LevelBand& lb, int64_t x, int64_t y, int64_t r, T* gbase, T* hbase,
+                   int64_t MD) {
+  if (!lb.zone && x >= lb.lo && x < lb.hi) return gbase + r * MD;
+  if (x < lb.halo_lo || x >= lb.halo_hi) return nullptr;
+  return hbase + (lb.halo_row0 + y * lb.width + buffer_column(lb, x)) * MD;
+}
+
+// The targets of a point's four corners (band_row; a scratch row for a corner off the map).
+// False when one lies beyond the halo. The corners of an interior point are (x0, y0) and its
+// neighbours, in chunk_point's order; a border point's are found from their rows.
+template <typename T, typename I>
+inline bool band_targets(const ChunkCorners<T, I>& g, int64_t jc, const PointCorners<T>& c,
+                         const LevelBand& lb, int64_t start, int64_t W, T* gbase, T* hbase,
+                         int64_t MD, T* scratch, int64_t D, T* gv[4]) {
+  for (int k = 0; k < 4; ++k) {
+    const int64_t r = c.row[k];
+    if (r < 0) {
+      gv[k] = scratch + k * D;
+      continue;
+    }
+    int64_t x, y;
+    if (g.kind[jc] == kInterior) {
+      x = g.x0[jc] + (k & 1);
+      y = g.y0[jc] + (k >> 1);
+    } else {
+      y = (r - start) / W;
+      x = (r - start) - y * W;
+    }
+    gv[k] = band_row<T>(lb, x, y, r, gbase, hbase, MD);
+    if (!gv[k]) return false;
+  }
+  return true;
+}
+
+// One point's backward, its corners' grad_value rows given: accumulates aw[k] * grad_output
+// into them and writes the point's location and attention gradients.
+template <typename T, int kD>
+inline void point_backward(const PointCorners<T>& c, T a, T lx, T ly, int64_t H, int64_t W,
+                           const T* base, int64_t MD, T* const gv[4], const T* gout, int64_t D,
+                           const T* zeros, T* grad_loc, T* grad_attn) {
+  const T* v[4];
+  T aw[4];
+  for (int k = 0; k < 4; ++k) {
+    v[k] = c.row[k] >= 0 ? base + c.row[k] * MD : zeros;
+    aw[k] = a * c.weight[k];
+  }
+  T dot[4];
+  corner_channels<T, kD>(gout, v, gv, aw, D, dot);
+  *grad_attn = c.weight[0] * dot[0] + c.weight[1] * dot[1] + c.weight[2] * dot[2] +
+               c.weight[3] * dot[3];
+  T gx, gy;
+  bilinear_location_grad<T>(lx, ly, dot, H, W, gx, gy);
+  grad_loc[0] = a * gx;
+  grad_loc[1] = a * gy;
+}
+
+// The backward's first pass over items (batch, band, head), item = (n * K + b) * M + m.
+// A thread's range is walked one (batch, band) at a time with queries outside and its heads
+// inside (measured faster than one head at a time: neighbouring heads' parts of a value row
+// are adjacent in memory). Each item sums its queries in the same order whatever the split.
 template <typename T, int kD, typename I>
-void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
+void backward_range(const BackwardParams<T>& p, const BandScratch<T>& bs, int64_t begin,
+                    int64_t end) {
   const Shape& s = p.shape;
   const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.L * s.P;
   const PointLevels<I> lv(p.spatial_shapes, p.level_start, s.L, s.P);
   SpareRows<T> spare(D);
   ChunkCorners<T, I> g;
   const QueryOrder order(s, p.spatial_shapes, p.level_start);
-  // Items are (batch, head) pairs, item = n * M + m. A thread's range is walked one batch
-  // entry at a time with queries outside and its heads inside (measured faster than one head
-  // at a time: neighbouring heads' parts of a value row are adjacent in memory). Each
-  // (n, m) still sums its queries in the same order whatever the split, so the result does
-  // not depend on the threads.
-  for (int64_t n = begin / s.M; n * s.M < end; ++n) {
-    const int64_t m_begin = std::max(begin - n * s.M, int64_t(0));
-    const int64_t m_end = std::min(end - n * s.M, s.M);
-    for (int64_t t = 0; t < s.Lq; ++t) {
+  const int64_t K = order.K;
+  // Per point, from its band and level: the columns [lo, hi) an interior point's four corners
+  // must lie in to be written without tests, and for a zone level (bands.h) the buffer row
+  // of column 0 on line 0 and the buffer's width (0 on other levels: grad_value rows).
+  std::vector<I> lo(LP), hi(LP), zrow(LP), zwidth(LP);
+  for (int64_t nb = begin / s.M; nb * s.M < end; ++nb) {
+    const int64_t n = nb / K, b = nb % K;
+    const int64_t m_begin = std::max(begin - nb * s.M, int64_t(0));
+    const int64_t m_end = std::min(end - nb * s.M, s.M);
+    for (int64_t j = 0; j < LP; ++j) {
+      const LevelBand& lb = order.band(b, j / s.P);
+      lo[j] = static_cast<I>(lb.zone ? lb.halo_lo : lb.lo);
+      hi[j] = static_cast<I>(lb.zone ? lb.halo_hi : lb.hi);
+      zrow[j] = static_cast<I>(lb.zone ? lb.halo_row0 - lb.halo_lo : 0);
+      zwidth[j] = static_cast<I>(lb.zone ? lb.width : 0);
+    }
+    T* halo = K > 1 ? bs.halo + nb * order.halo_rows * MD : nullptr;
+    for (int64_t t = order.band_begin(b); t < order.band_end(b); ++t) {
       const int64_t q = order(t);
       for (int64_t m = m_begin; m < m_end; ++m) {
         const T* base = p.value + n * s.S * MD + m * D;
         T* gbase = p.grad_value + n * s.S * MD + m * D;
+        T* hbase = halo ? halo + m * D : nullptr;
         const int64_t nqm = (n * s.Lq + q) * s.M + m;
         const T* __restrict gout = p.grad_output + nqm * D;
         const T* loc = p.loc + nqm * LP * 2;
@@ -336,24 +429,109 @@ void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
               grad_loc[2 * j] = grad_loc[2 * j + 1] = grad_attn[j] = T(0);
               continue;
             }
-            const T a = attn[j];
-            const T* v[4];
             T* gv[4];
-            T aw[4];
-            for (int k = 0; k < 4; ++k) {
-              const int64_t r = c.row[k];
-              v[k] = r >= 0 ? base + r * MD : spare.zeros.data();
-              gv[k] = r >= 0 ? gbase + r * MD : spare.scratch.data() + k * D;
-              aw[k] = a * c.weight[k];
+            if (g.kind[jc] == kInterior && g.x0[jc] >= lo[j] && g.x0[jc] + 1 < hi[j]) {
+              if (zwidth[j] == 0) {
+                for (int k = 0; k < 4; ++k) gv[k] = gbase + c.row[k] * MD;  // all its own
+              } else {  // all in its zone's buffer
+                T* z = hbase + (zrow[j] + int64_t(g.y0[jc]) * zwidth[j] + g.x0[jc]) * MD;
+                gv[0] = z;
+                gv[1] = z + MD;
+                gv[2] = z + zwidth[j] * MD;
+                gv[3] = z + (zwidth[j] + 1) * MD;
+              }
+            } else if (!band_targets<T, I>(g, jc, c, order.band(b, j / s.P), lv.start[j], lv.W[j],
+                                           gbase, hbase, MD, spare.scratch.data(), D, gv)) {
+              int64_t& count = bs.deferred_count[nb * s.M + m];
+              if (count < kDeferCapacity) bs.deferred[(nb * s.M + m) * kDeferCapacity + count] = q * LP + j;
+              ++count;
+              continue;
             }
-            T dot[4];
-            corner_channels<T, kD>(gout, v, gv, aw, D, dot);
-            grad_attn[j] = c.weight[0] * dot[0] + c.weight[1] * dot[1] + c.weight[2] * dot[2] +
-                           c.weight[3] * dot[3];
-            T gx, gy;
-            bilinear_location_grad<T>(g.lx[jc], g.ly[jc], dot, lv.H[j], lv.W[j], gx, gy);
-            grad_loc[2 * j] = a * gx;
-            grad_loc[2 * j + 1] = a * gy;
+            point_backward<T, kD>(c, attn[j], g.lx[jc], g.ly[jc], lv.H[j], lv.W[j], base, MD,
+                                  gv, gout, D, spare.zeros.data(), grad_loc + 2 * j,
+                                  grad_attn + j);
+          }
+        }
+      }
+    }
+  }
+}
+
+// The backward's second pass (encoder layout only), over items (batch, head): adds each
+// band's buffer into grad_value, then runs the deferred points writing grad_value
+// directly, band by band in the first pass's order. An item whose list overflowed walks its
+// band again and picks its deferred points out by the same test.
+template <typename T, int kD, typename I>
+void deferred_range(const BackwardParams<T>& p, const BandScratch<T>& bs, int64_t begin,
+                    int64_t end) {
+  const Shape& s = p.shape;
+  const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.L * s.P;
+  const PointLevels<I> lv(p.spatial_shapes, p.level_start, s.L, s.P);
+  SpareRows<T> spare(D);
+  ChunkCorners<T, I> g;
+  const QueryOrder order(s, p.spatial_shapes, p.level_start);
+  const int64_t K = order.K;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t n = item / s.M, m = item % s.M;
+    const T* base = p.value + n * s.S * MD + m * D;
+    T* gbase = p.grad_value + n * s.S * MD + m * D;
+    for (int64_t b = 0; b < K; ++b) {
+      const T* hbase = bs.halo + (n * K + b) * order.halo_rows * MD + m * D;
+      for (int64_t l = 0; l < s.L; ++l) {
+        const LevelBand& lb = order.band(b, l);
+        const int64_t H = p.spatial_shapes[2 * l], W = p.spatial_shapes[2 * l + 1];
+        for (int64_t y = 0; y < H; ++y) {
+          for (int64_t c = 0; c < lb.width; ++c) {
+            T* __restrict dst = gbase + (p.level_start[l] + y * W + value_column(lb, c)) * MD;
+            const T* __restrict src = hbase + (lb.halo_row0 + y * lb.width + c) * MD;
+            for (int64_t d = 0; d < D; ++d) dst[d] += src[d];
+          }
+        }
+      }
+    }
+    // One deferred point: its geometry again, every corner written in grad_value.
+    auto run_point = [&](int64_t q, int64_t j, const ChunkCorners<T, I>& gc, int64_t jc,
+                         const PointCorners<T>& c) {
+      const int64_t nqm = (n * s.Lq + q) * s.M + m;
+      T* gv[4];
+      for (int k = 0; k < 4; ++k) {
+        gv[k] = c.row[k] >= 0 ? gbase + c.row[k] * MD : spare.scratch.data() + k * D;
+      }
+      point_backward<T, kD>(c, p.attn[nqm * LP + j], gc.lx[jc], gc.ly[jc], lv.H[j], lv.W[j],
+                            base, MD, gv, p.grad_output + nqm * D, D, spare.zeros.data(),
+                            p.grad_loc + (nqm * LP + j) * 2, p.grad_attn + nqm * LP + j);
+    };
+    for (int64_t b = 0; b < K; ++b) {
+      const int64_t nbm = (n * K + b) * s.M + m, count = bs.deferred_count[nbm];
+      if (count <= kDeferCapacity) {
+        for (int64_t e = 0; e < count; ++e) {
+          const int64_t code = bs.deferred[nbm * kDeferCapacity + e];
+          const int64_t q = code / LP, j = code % LP;
+          const T* loc = p.loc + ((n * s.Lq + q) * s.M + m) * LP * 2;
+          PointCorners<T> c;
+          chunk_corners<T, I>(loc + 2 * j, lv, j, 1, g);
+          chunk_point<T, I>(g, 0, loc + 2 * j, lv, j, c);
+          run_point(q, j, g, 0, c);
+        }
+        continue;
+      }
+      T* gv[4];  // the first pass's targets, for its test only
+      T* hbase = bs.halo + (n * K + b) * order.halo_rows * MD + m * D;
+      for (int64_t t = order.band_begin(b); t < order.band_end(b); ++t) {
+        const int64_t q = order(t);
+        const T* loc = p.loc + ((n * s.Lq + q) * s.M + m) * LP * 2;
+        for (int64_t j0 = 0; j0 < LP; j0 += kChunk) {
+          const int64_t nj = std::min(kChunk, LP - j0);
+          chunk_corners<T, I>(loc + 2 * j0, lv, j0, nj, g);
+          for (int64_t jc = 0; jc < nj; ++jc) {
+            const int64_t j = j0 + jc;
+            PointCorners<T> c;
+            if (!chunk_point<T, I>(g, jc, loc + 2 * j0, lv, j, c)) continue;
+            if (band_targets<T, I>(g, jc, c, order.band(b, j / s.P), lv.start[j], lv.W[j], gbase,
+                                   hbase, MD, spare.scratch.data(), D, gv)) {
+              continue;
+            }
+            run_point(q, j, g, jc, c);
           }
         }
       }
@@ -376,9 +554,17 @@ void forward_rows(const ForwardParams<T>& p, int64_t begin, int64_t end) {
 }
 
 template <typename T, int kD>
-void backward_rows(const BackwardParams<T>& p, int64_t begin, int64_t end) {
-  if (int32_rows(p.shape)) return backward_range<T, kD, int32_t>(p, begin, end);
-  return backward_range<T, kD, int64_t>(p, begin, end);
+void backward_rows(const BackwardParams<T>& p, const BandScratch<T>& bs, int64_t begin,
+                   int64_t end) {
+  if (int32_rows(p.shape)) return backward_range<T, kD, int32_t>(p, bs, begin, end);
+  return backward_range<T, kD, int64_t>(p, bs, begin, end);
+}
+
+template <typename T, int kD>
+void deferred_rows(const BackwardParams<T>& p, const BandScratch<T>& bs, int64_t begin,
+                   int64_t end) {
+  if (int32_rows(p.shape)) return deferred_range<T, kD, int32_t>(p, bs, begin, end);
+  return deferred_range<T, kD, int64_t>(p, bs, begin, end);
 }
 
 // Channel counts of the published models get unrolled copies; any other D runs the
@@ -393,18 +579,30 @@ void forward_any(const ForwardParams<T>& p, int64_t begin, int64_t end) {
 }
 
 template <typename T>
-void backward_any(const BackwardParams<T>& p, int64_t begin, int64_t end) {
+void backward_any(const BackwardParams<T>& p, const BandScratch<T>& bs, int64_t begin,
+                  int64_t end) {
   switch (p.shape.D) {
-    case 32: return backward_rows<T, 32>(p, begin, end);
-    case 64: return backward_rows<T, 64>(p, begin, end);
-    default: return backward_rows<T, 0>(p, begin, end);
+    case 32: return backward_rows<T, 32>(p, bs, begin, end);
+    case 64: return backward_rows<T, 64>(p, bs, begin, end);
+    default: return backward_rows<T, 0>(p, bs, begin, end);
+  }
+}
+
+template <typename T>
+void deferred_any(const BackwardParams<T>& p, const BandScratch<T>& bs, int64_t begin,
+                  int64_t end) {
+  switch (p.shape.D) {
+    case 32: return deferred_rows<T, 32>(p, bs, begin, end);
+    case 64: return deferred_rows<T, 64>(p, bs, begin, end);
+    default: return deferred_rows<T, 0>(p, bs, begin, end);
   }
 }
 
 #define DDETR_STR2(x) #x
 #define DDETR_STR(x) DDETR_STR2(x)
-const KernelTable kTable = {DDETR_STR(DDETR_ISA), forward_any<float>, forward_any<double>,
-                            backward_any<float>, backward_any<double>};
+const KernelTable kTable = {DDETR_STR(DDETR_ISA), forward_any<float>,   forward_any<double>,
+                            backward_any<float>,    backward_any<double>, deferred_any<float>,
+                            deferred_any<double>};
 
 }  // namespace
 }  // namespace DDETR_ISA

@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "../ms_deform_attn.h"
 #include "kernels.h"
@@ -46,11 +47,21 @@ void run_kernel(const ForwardParams<float>& p, int64_t b, int64_t e) {
 void run_kernel(const ForwardParams<double>& p, int64_t b, int64_t e) {
   kernels().forward_f64(p, b, e);
 }
-void run_kernel(const BackwardParams<float>& p, int64_t b, int64_t e) {
-  kernels().backward_f32(p, b, e);
+void run_kernel(const BackwardParams<float>& p, const cpu::BandScratch<float>& bs, int64_t b,
+                int64_t e) {
+  kernels().backward_f32(p, bs, b, e);
 }
-void run_kernel(const BackwardParams<double>& p, int64_t b, int64_t e) {
-  kernels().backward_f64(p, b, e);
+void run_kernel(const BackwardParams<double>& p, const cpu::BandScratch<double>& bs, int64_t b,
+                int64_t e) {
+  kernels().backward_f64(p, bs, b, e);
+}
+void run_deferred(const BackwardParams<float>& p, const cpu::BandScratch<float>& bs, int64_t b,
+                  int64_t e) {
+  kernels().deferred_f32(p, bs, b, e);
+}
+void run_deferred(const BackwardParams<double>& p, const cpu::BandScratch<double>& bs,
+                  int64_t b, int64_t e) {
+  kernels().deferred_f64(p, bs, b, e);
 }
 
 // Half types have no CPU kernel of their own: they compute in float32 and round once.
@@ -137,6 +148,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
   at::Tensor grad_loc = at::empty_like(in.loc);
   at::Tensor grad_attn = at::empty_like(in.attn);
   if (grad_loc.numel() > 0 && s.D > 0) {
+    // Scratch (bands.h): halo buffers and deferred-point lists, neither growing with Lq.
+    std::vector<cpu::LevelBand> level(cpu::kBands * s.L);
+    int64_t halo_rows = 0;
+    const int64_t K = cpu::plan_bands(s, in.shapes.data_ptr<int64_t>(), level.data(), halo_rows);
+    const int64_t spread = K > 1 ? s.N * K * s.M : 0;
+    at::Tensor halo = at::zeros({spread * halo_rows * s.D}, in.value.options());
+    at::Tensor deferred = at::empty({spread * cpu::kDeferCapacity}, in.shapes.options());
+    at::Tensor deferred_count = at::zeros({s.N * K * s.M}, in.shapes.options());
     AT_DISPATCH_FLOATING_TYPES(in.value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
       BackwardParams<scalar_t> p{s,
                                  in.value.data_ptr<scalar_t>(),
@@ -148,9 +167,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
                                  grad_value.data_ptr<scalar_t>(),
                                  grad_loc.data_ptr<scalar_t>(),
                                  grad_attn.data_ptr<scalar_t>()};
-      // One (batch, head) per item: disjoint grad_value slices, so no atomics and the same
-      // bits for any thread count.
-      at::parallel_for(0, s.N * s.M, 1, [&](int64_t begin, int64_t end) { run_kernel(p, begin, end); });
+      const cpu::BandScratch<scalar_t> bs{halo.data_ptr<scalar_t>(),
+                                          deferred.data_ptr<int64_t>(),
+                                          deferred_count.data_ptr<int64_t>()};
+      at::parallel_for(0, s.N * K * s.M, 1,
+                       [&](int64_t begin, int64_t end) { run_kernel(p, bs, begin, end); });
+      if (K > 1) {
+        at::parallel_for(0, s.N * s.M, 1,
+                         [&](int64_t begin, int64_t end) { run_deferred(p, bs, begin, end); });
+      }
     });
   } else {
     grad_loc.zero_();
