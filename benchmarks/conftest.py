@@ -68,7 +68,8 @@ def peak_memory_bytes(fn, device) -> int:
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
     # CPU: replay the profiler's allocation (op self memory) and free ([memory]) events in
-    # time order; the running sum's maximum is the peak.
+    # time order; the running sum's maximum is the peak. An op whose self memory is negative
+    # freed scratch its callees allocated: counted at its end, so the scratch shows in the peak.
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -77,7 +78,7 @@ def peak_memory_bytes(fn, device) -> int:
     for e in prof.events():
         delta = e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage
         if delta:
-            events.append((e.time_range.start, delta))
+            events.append((e.time_range.end if delta < 0 else e.time_range.start, delta))
     current = peak = 0
     for _, delta in sorted(events):
         current += delta
