@@ -96,6 +96,7 @@ def test_each_instruction_set(isa, index64):
         import sys, torch, ddetr
         sys.path.insert(0, "tests")
         from op_cases import BAND_SHAPES, encoder_inputs, make_inputs
+        torch.manual_seed(0)
         from ddetr.ops import ms_deform_attn_pytorch as ref
         print(ddetr.build_info()["cpu_kernel_isa"])
         for dt, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
@@ -114,7 +115,10 @@ def test_each_instruction_set(isa, index64):
                 got = torch.autograd.grad(o, h, g.to(dt))
                 want = torch.autograd.grad(w, (v, l, a), g)
                 for x, y in zip(got, want):
-                    torch.testing.assert_close(x.double(), y, rtol=tol, atol=tol * 10)
+                    # location gradients scale with the map width: compare relative to size
+                    scale = max(1.0, y.abs().max().item())
+                    torch.testing.assert_close(x.double() / scale, y / scale, rtol=tol,
+                                               atol=tol * 10)
     """)
     env = dict(os.environ, DDETR_CPU_ISA=isa)
     env.pop("DDETR_CPU_INDEX64", None)
