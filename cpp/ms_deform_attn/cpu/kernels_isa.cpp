@@ -116,17 +116,18 @@ inline bool chunk_point(const ChunkCorners<T, I>& g, int64_t j, const T* loc,
   return true;
 }
 
-// The order in which queries are walked. In the encoder layout (bands.h) it goes band by
-// band, and each band's part of a level's map in column strips of kStrip pixels rather than
-// in raster order, so the value rows that neighbouring queries share stay in the core's
-// cache between uses. Any other layout is walked in index order. The order depends on the
-// shapes alone: results do not depend on the threads.
-struct QueryOrder {
+// A call's bands (bands.h, from plan_bands) and the order in which its queries are walked.
+// In the encoder layout the walk goes band by band, and each band's part of a level's map in
+// column strips of kStrip pixels rather than in raster order, so the value rows that
+// neighbouring queries share stay in the core's cache between uses. Any other layout is
+// walked in index order. The order depends on the shapes alone: results do not depend on
+// the threads.
+struct BandWalk {
   const int64_t* shapes;
   const int64_t* starts;
   int64_t L, Lq, K, halo_rows;
   std::vector<LevelBand> level;  // (band, level), from plan_bands
-  QueryOrder(const Shape& s, const int64_t* spatial_shapes, const int64_t* level_start)
+  BandWalk(const Shape& s, const int64_t* spatial_shapes, const int64_t* level_start)
       : shapes(spatial_shapes), starts(level_start), L(s.L), Lq(s.Lq), level(kBands * s.L) {
     K = plan_bands(s, spatial_shapes, level.data(), halo_rows);
   }
@@ -272,9 +273,9 @@ void forward_range(const ForwardParams<T>& p, int64_t begin, int64_t end) {
   const PointLevels<I> lv(p.spatial_shapes, p.level_start, s.L, s.P);
   const SpareRows<T> spare(D);
   ChunkCorners<T, I> g;
-  const QueryOrder order(s, p.spatial_shapes, p.level_start);
+  const BandWalk walk(s, p.spatial_shapes, p.level_start);
   for (int64_t item = begin; item < end; ++item) {  // item = n * Lq + (query's turn)
-    const int64_t n = item / s.Lq, q = order(item % s.Lq);
+    const int64_t n = item / s.Lq, q = walk(item % s.Lq);
     for (int64_t m = 0; m < s.M; ++m) {
       const int64_t nqm = (n * s.Lq + q) * s.M + m;
       const T* loc = p.loc + nqm * LP * 2;
@@ -389,8 +390,8 @@ void backward_range(const BackwardParams<T>& p, const BandScratch<T>& bs, int64_
   const PointLevels<I> lv(p.spatial_shapes, p.level_start, s.L, s.P);
   SpareRows<T> spare(D);
   ChunkCorners<T, I> g;
-  const QueryOrder order(s, p.spatial_shapes, p.level_start);
-  const int64_t K = order.K;
+  const BandWalk walk(s, p.spatial_shapes, p.level_start);
+  const int64_t K = walk.K;
   // Per point, from its band and level: the columns [lo, hi) an interior point's four corners
   // must lie in to be written without tests, and for a zone level (bands.h) the buffer row
   // of column 0 on line 0 and the buffer's width (0 on other levels: grad_value rows).
@@ -400,15 +401,15 @@ void backward_range(const BackwardParams<T>& p, const BandScratch<T>& bs, int64_
     const int64_t m_begin = std::max(begin - nb * s.M, int64_t(0));
     const int64_t m_end = std::min(end - nb * s.M, s.M);
     for (int64_t j = 0; j < LP; ++j) {
-      const LevelBand& lb = order.band(b, j / s.P);
+      const LevelBand& lb = walk.band(b, j / s.P);
       lo[j] = static_cast<I>(lb.zone ? lb.halo_lo : lb.lo);
       hi[j] = static_cast<I>(lb.zone ? lb.halo_hi : lb.hi);
       zrow[j] = static_cast<I>(lb.zone ? lb.halo_row0 - lb.halo_lo : 0);
       zwidth[j] = static_cast<I>(lb.zone ? lb.width : 0);
     }
-    T* halo = K > 1 ? bs.halo + nb * order.halo_rows * MD : nullptr;
-    for (int64_t t = order.band_begin(b); t < order.band_end(b); ++t) {
-      const int64_t q = order(t);
+    T* halo = K > 1 ? bs.halo + nb * walk.halo_rows * MD : nullptr;
+    for (int64_t t = walk.band_begin(b); t < walk.band_end(b); ++t) {
+      const int64_t q = walk(t);
       for (int64_t m = m_begin; m < m_end; ++m) {
         const T* base = p.value + n * s.S * MD + m * D;
         T* gbase = p.grad_value + n * s.S * MD + m * D;
@@ -440,10 +441,12 @@ void backward_range(const BackwardParams<T>& p, const BandScratch<T>& bs, int64_
                 gv[2] = z + zwidth[j] * MD;
                 gv[3] = z + (zwidth[j] + 1) * MD;
               }
-            } else if (!band_targets<T, I>(g, jc, c, order.band(b, j / s.P), lv.start[j], lv.W[j],
-                                           gbase, hbase, MD, spare.scratch.data(), D, gv)) {
-              int64_t& count = bs.deferred_count[nb * s.M + m];
-              if (count < kDeferCapacity) bs.deferred[(nb * s.M + m) * kDeferCapacity + count] = q * LP + j;
+            } else if (!band_targets<T, I>(g, jc, c, walk.band(b, j / s.P), lv.start[j],
+                                           lv.W[j], gbase, hbase, MD, spare.scratch.data(), D,
+                                           gv)) {
+              const int64_t item = nb * s.M + m;
+              int64_t& count = bs.deferred_count[item];
+              if (count < kDeferCapacity) bs.deferred[item * kDeferCapacity + count] = q * LP + j;
               ++count;
               continue;
             }
@@ -469,16 +472,19 @@ void deferred_range(const BackwardParams<T>& p, const BandScratch<T>& bs, int64_
   const PointLevels<I> lv(p.spatial_shapes, p.level_start, s.L, s.P);
   SpareRows<T> spare(D);
   ChunkCorners<T, I> g;
-  const QueryOrder order(s, p.spatial_shapes, p.level_start);
-  const int64_t K = order.K;
+  const BandWalk walk(s, p.spatial_shapes, p.level_start);
+  const int64_t K = walk.K;
   for (int64_t item = begin; item < end; ++item) {
     const int64_t n = item / s.M, m = item % s.M;
     const T* base = p.value + n * s.S * MD + m * D;
     T* gbase = p.grad_value + n * s.S * MD + m * D;
+    auto band_buffer = [&](int64_t b) {  // band b's buffer, at head m
+      return bs.halo + (n * K + b) * walk.halo_rows * MD + m * D;
+    };
     for (int64_t b = 0; b < K; ++b) {
-      const T* hbase = bs.halo + (n * K + b) * order.halo_rows * MD + m * D;
+      const T* hbase = band_buffer(b);
       for (int64_t l = 0; l < s.L; ++l) {
-        const LevelBand& lb = order.band(b, l);
+        const LevelBand& lb = walk.band(b, l);
         const int64_t H = p.spatial_shapes[2 * l], W = p.spatial_shapes[2 * l + 1];
         for (int64_t y = 0; y < H; ++y) {
           for (int64_t c = 0; c < lb.width; ++c) {
@@ -516,9 +522,9 @@ void deferred_range(const BackwardParams<T>& p, const BandScratch<T>& bs, int64_
         continue;
       }
       T* gv[4];  // the first pass's targets, for its test only
-      T* hbase = bs.halo + (n * K + b) * order.halo_rows * MD + m * D;
-      for (int64_t t = order.band_begin(b); t < order.band_end(b); ++t) {
-        const int64_t q = order(t);
+      T* hbase = band_buffer(b);
+      for (int64_t t = walk.band_begin(b); t < walk.band_end(b); ++t) {
+        const int64_t q = walk(t);
         const T* loc = p.loc + ((n * s.Lq + q) * s.M + m) * LP * 2;
         for (int64_t j0 = 0; j0 < LP; j0 += kChunk) {
           const int64_t nj = std::min(kChunk, LP - j0);
@@ -527,8 +533,8 @@ void deferred_range(const BackwardParams<T>& p, const BandScratch<T>& bs, int64_
             const int64_t j = j0 + jc;
             PointCorners<T> c;
             if (!chunk_point<T, I>(g, jc, loc + 2 * j0, lv, j, c)) continue;
-            if (band_targets<T, I>(g, jc, c, order.band(b, j / s.P), lv.start[j], lv.W[j], gbase,
-                                   hbase, MD, spare.scratch.data(), D, gv)) {
+            if (band_targets<T, I>(g, jc, c, walk.band(b, j / s.P), lv.start[j], lv.W[j],
+                                   gbase, hbase, MD, spare.scratch.data(), D, gv)) {
               continue;
             }
             run_point(q, j, g, jc, c);
