@@ -2,7 +2,7 @@
 # Compile-checks the CUDA side without a GPU and without a CUDA build of torch:
 #   1. every .cu under cpp/ with nvcc, to object files for sm_80 and sm_90, warnings as errors;
 #   2. the torch glue (cpp/ms_deform_attn/cuda/ms_deform_attn_cuda.cpp) with the host
-#      compiler, -fsyntax-only, against the installed torch's headers and nvcc's.
+#      compiler, -fsyntax-only, against the installed torch's stable-ABI headers and nvcc's.
 # Needs nvcc (NVCC or PATH or /usr/local/cuda/bin) and `python` importing torch (the CI
 # venv). Exits non-zero on the first failure; prints each command it runs.
 # With DDETR_CUDA_EMULATE=1 it then also runs the kernels' logic tests on the CPU
@@ -58,29 +58,17 @@ done
 echo "== ${#cu_files[@]} CUDA source(s) compiled for sm_80 and sm_90"
 
 # ---------------------------------------------------------------------------- 2. glue
-mapfile -t torch_inc < <("$python" -c \
-  'import torch.utils.cpp_extension as c; print("\n".join(c.include_paths()))')
+# The glue sees only torch's stable-ABI headers, with the target version the build uses.
+torch_inc="$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "include"))')"
 torch_version="$("$python" -c 'import torch; print(torch.__version__)')"
-inc_flags=()
-for d in "${torch_inc[@]}"; do inc_flags+=(-I "$d"); done
-# A CPU build of torch ships c10/cuda headers but not the header CMake generates for them
-# in CUDA builds; stand in for it (its CUDA-build content: shared c10_cuda library).
-first_inc="${torch_inc[0]}"
-if [[ ! -f "$first_inc/c10/cuda/impl/cuda_cmake_macros.h" ]]; then
-  mkdir -p "$tmp/stub/c10/cuda/impl"
-  printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' \
-    >"$tmp/stub/c10/cuda/impl/cuda_cmake_macros.h"
-  inc_flags+=(-I "$tmp/stub")
-fi
-inc_flags+=(-I "$cuda_inc")
-# torch >= 2.10 headers need C++20 (TorchConfig.cmake sets CXX_STANDARD 20).
+target="$(sed -n 's/^set(DDETR_TORCH_TARGET_VERSION \(0x[0-9a-f]*\)).*/\1/p' cmake/TorchStable.cmake)"
 glue_flags=(-std=c++20 -fsyntax-only -Wall -Wextra -Wno-unused-parameter -Werror
-            -DDDETR_WITH_CUDA -D_GLIBCXX_USE_CXX11_ABI=1)
+            -DUSE_CUDA -DTORCH_TARGET_VERSION="$target" -isystem "$torch_inc" -I "$cuda_inc")
 mapfile -t glue_files < <(find cpp -path '*cuda*' -name '*.cpp' | sort)
 for f in "${glue_files[@]}"; do
-  run "$cxx" "${glue_flags[@]}" "${inc_flags[@]}" "$f"
+  run "$cxx" "${glue_flags[@]}" "$f"
 done
-echo "== ${#glue_files[@]} glue file(s) syntax-checked against torch $torch_version"
+echo "== ${#glue_files[@]} glue file(s) syntax-checked against torch $torch_version's stable ABI (target $target)"
 
 if [[ "${DDETR_CUDA_EMULATE:-0}" == 1 ]]; then
   run bash cpp/ms_deform_attn/cuda/emulation/run.sh

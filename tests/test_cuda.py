@@ -201,9 +201,9 @@ def test_spatial_shapes_on_cpu_or_gpu():
 
 def test_mixed_devices_rejected():
     value, shapes, start, loc, attn = to_cuda(make_inputs([[4, 4]]), torch.float32)
-    with pytest.raises(ValueError, match="one device"):
+    with pytest.raises(RuntimeError, match="one device"):
         op(value, shapes, start, loc.cpu(), attn, 64)
-    with pytest.raises(ValueError, match="CUDA device|one device"):
+    with pytest.raises(RuntimeError, match="CUDA device|one device"):
         op(value.cpu(), shapes, start, loc, attn, 64)
 
 
@@ -309,7 +309,7 @@ def test_large_value(det):
     torch.use_deterministic_algorithms(det)
     try:
         out = op(value, shapes, start, loc, attn, 64)
-        gv, gl, ga = op_backward(grad, value, shapes, start, loc, attn, 64)
+        gv, gl, ga = op_backward(grad, value, shapes, start, loc, attn, 64, det)
     finally:
         torch.use_deterministic_algorithms(was)
 

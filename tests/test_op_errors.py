@@ -1,6 +1,9 @@
 """Malformed arguments get a clear exception naming the argument, never a crash. Each case
 also runs in a fresh process in test_errors_in_subprocess, so a crash would fail it
-rather than take the suite down."""
+rather than take the suite down.
+
+The op library sits on LibTorch's stable ABI, across which an exception reaches Python
+only as RuntimeError: the message is what carries the argument and what was expected."""
 import os
 import subprocess
 import sys
@@ -29,86 +32,84 @@ def with_(**changes):
     return build
 
 
-# (name, arguments, exception type, words the message must contain)
+# (name, arguments, words the message must contain)
 BAD = [
-    ("value rank", with_(value=lambda v: v[0]), ValueError, "value must have 4 dimensions"),
-    ("locations rank", with_(sampling_locations=lambda t: t[..., 0]), ValueError,
+    ("value rank", with_(value=lambda v: v[0]), "value must have 4 dimensions"),
+    ("locations rank", with_(sampling_locations=lambda t: t[..., 0]),
      "sampling_locations must have 6 dimensions"),
-    ("weights rank", with_(attention_weights=lambda t: t[..., None]), ValueError,
+    ("weights rank", with_(attention_weights=lambda t: t[..., None]),
      "attention_weights must have 5 dimensions"),
-    ("shapes rank", with_(spatial_shapes=lambda s: s.flatten()), ValueError,
+    ("shapes rank", with_(spatial_shapes=lambda s: s.flatten()),
      "spatial_shapes must have 2 dimensions"),
-    ("start rank", with_(level_start_index=lambda s: s[None]), ValueError,
+    ("start rank", with_(level_start_index=lambda s: s[None]),
      "level_start_index must have 1 dimensions"),
-    ("S mismatch", with_(value=lambda v: v[:, :-1]), ValueError, "value has S = 25"),
-    ("S larger", with_(value=lambda v: torch.cat([v, v[:, :1]], 1)), ValueError, "S = 27"),
-    ("start inconsistent", with_(level_start_index=torch.tensor([0, 19])), ValueError,
+    ("S mismatch", with_(value=lambda v: v[:, :-1]), "value has S = 25"),
+    ("S larger", with_(value=lambda v: torch.cat([v, v[:, :1]], 1)), "S = 27"),
+    ("start inconsistent", with_(level_start_index=torch.tensor([0, 19])),
      "level_start_index[1] must be 20"),
-    ("start length", with_(level_start_index=torch.tensor([0])), ValueError,
+    ("start length", with_(level_start_index=torch.tensor([0])),
      "level_start_index has 1 levels"),
-    ("start nonzero", with_(level_start_index=torch.tensor([1, 21])), ValueError,
+    ("start nonzero", with_(level_start_index=torch.tensor([1, 21])),
      "level_start_index[0] must be 0"),
-    ("zero height", with_(spatial_shapes=torch.tensor([[0, 5], [2, 3]])), ValueError,
+    ("zero height", with_(spatial_shapes=torch.tensor([[0, 5], [2, 3]])),
      "spatial_shapes[0] must be positive"),
-    ("negative", with_(spatial_shapes=torch.tensor([[-4, -5], [2, 3]])), ValueError,
+    ("negative", with_(spatial_shapes=torch.tensor([[-4, -5], [2, 3]])),
      "must be positive"),
-    ("overflowing shapes", with_(spatial_shapes=torch.tensor([[2**40, 2**40], [2, 3]])),
-     ValueError, "value has S = 26 rows but"),
+    ("overflowing shapes", with_(spatial_shapes=torch.tensor([[2**40, 2**40], [2, 3]])), "value has S = 26 rows but"),
     ("no levels", with_(spatial_shapes=torch.zeros(0, 2, dtype=torch.int64),
-                        level_start_index=torch.zeros(0, dtype=torch.int64)),
-     ValueError, "at least one level"),
-    ("shapes columns", with_(spatial_shapes=lambda s: torch.cat([s, s[:, :1]], 1)), ValueError,
+                        level_start_index=torch.zeros(0, dtype=torch.int64)), "at least one level"),
+    ("shapes columns", with_(spatial_shapes=lambda s: torch.cat([s, s[:, :1]], 1)),
      "spatial_shapes has 3 entries per level"),
-    ("L mismatch", with_(sampling_locations=lambda t: t[:, :, :, :1]), ValueError,
+    ("L mismatch", with_(sampling_locations=lambda t: t[:, :, :, :1]),
      "sampling_locations has 1 levels"),
-    ("M mismatch", with_(sampling_locations=lambda t: t[:, :, :1]), ValueError,
+    ("M mismatch", with_(sampling_locations=lambda t: t[:, :, :1]),
      "sampling_locations has 1 heads"),
-    ("N mismatch", with_(sampling_locations=lambda t: t[:1]), ValueError,
+    ("N mismatch", with_(sampling_locations=lambda t: t[:1]),
      "sampling_locations has 1 batch entries"),
-    ("weights N", with_(attention_weights=lambda t: t[:1]), ValueError,
+    ("weights N", with_(attention_weights=lambda t: t[:1]),
      "attention_weights has 1 batch entries"),
-    ("weights Lq", with_(attention_weights=lambda t: t[:, :1]), ValueError,
+    ("weights Lq", with_(attention_weights=lambda t: t[:, :1]),
      "attention_weights has 1 queries"),
-    ("P mismatch", with_(attention_weights=lambda t: t[..., :1]), ValueError,
+    ("P mismatch", with_(attention_weights=lambda t: t[..., :1]),
      "attention_weights has 1 points"),
-    ("coords", with_(sampling_locations=lambda t: torch.cat([t, t[..., :1]], -1)), ValueError,
+    ("coords", with_(sampling_locations=lambda t: torch.cat([t, t[..., :1]], -1)),
      "sampling_locations has 3 coordinates"),
-    ("mixed dtypes", with_(sampling_locations=lambda t: t.float()), TypeError,
+    ("mixed dtypes", with_(sampling_locations=lambda t: t.float()),
      "must share one dtype"),
-    ("integer value", with_(value=lambda v: v.long()), TypeError,
+    ("integer value", with_(value=lambda v: v.long()),
      "value must be a floating-point tensor"),
-    ("float shapes", with_(spatial_shapes=lambda s: s.float()), TypeError,
+    ("float shapes", with_(spatial_shapes=lambda s: s.float()),
      "spatial_shapes must be an integer tensor"),
-    ("bool start", with_(level_start_index=lambda s: s.bool()), TypeError,
+    ("bool start", with_(level_start_index=lambda s: s.bool()),
      "level_start_index must be an integer tensor"),
-    ("meta device", with_(value=lambda v: v.to("meta")), ValueError, "one device"),
+    ("meta device", with_(value=lambda v: v.to("meta")), "one device"),
 ]
 
 
-@pytest.mark.parametrize("name,build,exc,words", BAD, ids=[b[0] for b in BAD])
-def test_bad_input_forward(name, build, exc, words):
+@pytest.mark.parametrize("name,build,words", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_forward(name, build, words):
     args = build()
-    with pytest.raises(exc) as info:
+    with pytest.raises(RuntimeError) as info:
         op(*args.values(), 64)
     assert words in str(info.value)
 
 
 @pytest.mark.parametrize("step", [0, -64])
 def test_bad_im2col_step(step):
-    with pytest.raises(ValueError, match="im2col_step must be positive"):
+    with pytest.raises(RuntimeError, match="im2col_step must be positive"):
         op(*good().values(), step)
 
 
 def test_bad_grad_output():
     args = list(good().values())
     out = op(*args, 64)
-    with pytest.raises(ValueError, match="grad_output must have shape"):
+    with pytest.raises(RuntimeError, match="grad_output must have shape"):
         op_backward(out[:, :1], *args, 64)
-    with pytest.raises(TypeError, match="grad_output must be"):
+    with pytest.raises(RuntimeError, match="grad_output must be"):
         op_backward(out.float(), *args, 64)
     # the backward checks its forward arguments too
     args[0] = args[0][:, :-1]
-    with pytest.raises(ValueError, match="value has S"):
+    with pytest.raises(RuntimeError, match="value has S"):
         op_backward(out, *args, 64)
 
 
@@ -117,10 +118,10 @@ def test_errors_in_subprocess():
     code = (
         "import sys; sys.path.insert(0, 'tests'); import ddetr, torch;"
         "from test_op_errors import BAD, op;\n"
-        "for name, build, exc, words in BAD:\n"
+        "for name, build, words in BAD:\n"
         "    try:\n"
         "        op(*build().values(), 64)\n"
-        "    except exc as e:\n"
+        "    except RuntimeError as e:\n"
         "        assert words in str(e), (name, str(e))\n"
         "    else:\n"
         "        raise AssertionError(name + ' did not raise')\n"

@@ -3,18 +3,28 @@
 `import ddetr` loads the op library, after which `torch.ops.ddetr.ms_deform_attn` is
 available to any model.
 """
+
+import os
+
 import torch
 
 from . import _build_info
 
 
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("+")[0].split(".")[:2])
+
+
 def _load_library():
-    built, running = _build_info.torch_version, torch.__version__
-    if built != running:
+    # The op library uses only LibTorch's stable ABI, targeting torch 2.10: it loads in that
+    # torch and every later one, whichever torch built it.
+    minimum = _build_info.torch_target
+    if _version_tuple(torch.__version__) < _version_tuple(minimum):
         raise ImportError(
-            f"ddetr was built against torch {built} but torch {running} is installed; "
-            "rebuild it with `pip install --no-build-isolation .` under this torch"
+            f"ddetr needs torch >= {minimum} (its op library uses LibTorch's stable ABI, "
+            f"introduced in torch {minimum}), but torch {torch.__version__} is installed"
         )
+    torch.ops.load_library(os.path.join(os.path.dirname(__file__), _build_info.ops_library))
     from . import _C
 
     return _C
@@ -28,8 +38,12 @@ from .ops import ms_deform_attn  # noqa: E402
 
 
 def build_info() -> dict:
-    """How the op library was built: torch version, CUDA architectures, CPU kernels."""
-    return dict(_C.build_info())
+    """How the op library was built (torch, stable-ABI target, CUDA architectures, CPU
+    kernels) and the threading of the torch that runs it."""
+    info = dict(_C.build_info())
+    info["cuda_archs"] = info["cuda_archs"].split()  # CMake's names, e.g. ["80-real", "90-virtual"]
+    info["parallel"] = torch.__config__.parallel_info()
+    return info
 
 
 __all__ = ["ms_deform_attn", "build_info", "ops", "__version__"]

@@ -55,16 +55,16 @@ def _fake(value, spatial_shapes, level_start_index, sampling_locations, attentio
           im2col_step):
     # The checks that need no data; the real kernels repeat them and check the rest.
     if value.dim() != 4:
-        raise ValueError(f"value must have 4 dimensions (N, S, M, D), got {tuple(value.shape)}")
+        raise RuntimeError(f"value must have 4 dimensions (N, S, M, D), got {tuple(value.shape)}")
     if sampling_locations.dim() != 6:
-        raise ValueError("sampling_locations must have 6 dimensions (N, Lq, M, L, P, 2), "
+        raise RuntimeError("sampling_locations must have 6 dimensions (N, Lq, M, L, P, 2), "
                          f"got {tuple(sampling_locations.shape)}")
     tensors = (value, sampling_locations, attention_weights)
     if len({t.device for t in tensors}) != 1:
-        raise ValueError("value, sampling_locations and attention_weights must be on one device, "
+        raise RuntimeError("value, sampling_locations and attention_weights must be on one device, "
                          f"got {', '.join(str(t.device) for t in tensors)}")
     if len({t.dtype for t in tensors}) != 1:
-        raise TypeError("value, sampling_locations and attention_weights must share one dtype, "
+        raise RuntimeError("value, sampling_locations and attention_weights must share one dtype, "
                         f"got {', '.join(str(t.dtype) for t in tensors)}")
     n, _, m, d = value.shape
     return value.new_empty((n, sampling_locations.shape[1], m * d))
@@ -72,7 +72,7 @@ def _fake(value, spatial_shapes, level_start_index, sampling_locations, attentio
 
 @torch.library.register_fake("ddetr::ms_deform_attn_backward")
 def _fake_backward(grad_output, value, spatial_shapes, level_start_index, sampling_locations,
-                   attention_weights, im2col_step):
+                   attention_weights, im2col_step, deterministic=False):
     # contiguous, as both backends return them
     return (value.new_empty(value.shape), sampling_locations.new_empty(sampling_locations.shape),
             attention_weights.new_empty(attention_weights.shape))
@@ -89,8 +89,11 @@ def _backward(ctx, grad_output):
     value, spatial_shapes, level_start, loc, attn = ctx.saved_tensors
     if not any(ctx.needs_input_grad[i] for i in (0, 3, 4)):
         return None, None, None, None, None, None
+    # The stable ABI cannot read torch's determinism flag, so it is passed down: the CUDA
+    # backward then orders its value-gradient sums instead of using atomics.
     grad_value, grad_loc, grad_attn = _op_backward(
-        grad_output.contiguous(), value, spatial_shapes, level_start, loc, attn, ctx.im2col_step)
+        grad_output.contiguous(), value, spatial_shapes, level_start, loc, attn, ctx.im2col_step,
+        torch.are_deterministic_algorithms_enabled())
     return grad_value, None, None, grad_loc, grad_attn, None
 
 

@@ -1,17 +1,27 @@
-// CPU backend: checks, layout, threading with at::parallel_for, and the choice of the
-// instruction-set copy of the kernels (cpu/kernels_isa.cpp).
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
+// CPU backend (stable ABI): checks, layout, threading on torch's intra-op pool
+// (torch::stable::parallel_for runs at::parallel_for inside libtorch, so torch's own OpenMP
+// runtime and torch.set_num_threads apply), and the choice of the instruction-set copy of
+// the kernels (cpu/kernels_isa.cpp).
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "../build_info.h"
+#include "../check.h"
 #include "../ms_deform_attn.h"
 #include "kernels.h"
 
 namespace ddetr {
 namespace {
+
+namespace ts = torch::stable;
+using torch::headeronly::DeviceType;
 
 const cpu::KernelTable& pick_kernels() {
   // DDETR_CPU_ISA=baseline|avx2|avx512 caps the choice (for testing and comparison).
@@ -64,125 +74,157 @@ void run_deferred(const BackwardParams<double>& p, const cpu::BandScratch<double
   kernels().deferred_f64(p, bs, b, e);
 }
 
+// Calls f(scalar_t{}) with the kernels' type for compute dtype t (float or double).
+template <typename F>
+void with_compute_type(ScalarType t, F&& f) {
+  if (t == ScalarType::Double) {
+    f(double{});
+  } else {
+    f(float{});
+  }
+}
+
 // Half types have no CPU kernel of their own: they compute in float32 and round once.
-at::ScalarType compute_dtype(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
+ScalarType compute_dtype(ScalarType t) {
+  return t == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
+}
+
+// t as a contiguous tensor of dtype dt (itself when it already is one).
+Tensor as_contiguous(const Tensor& t, ScalarType dt) {
+  return ts::contiguous(ts::to(t, std::optional<ScalarType>(dt)));
+}
+
+Tensor cpu_empty(std::initializer_list<int64_t> sizes, ScalarType dt) {
+  return ts::empty(sizes, dt, std::nullopt, ts::Device(DeviceType::CPU));
+}
+
+Tensor cpu_zeros(std::initializer_list<int64_t> sizes, ScalarType dt) {
+  Tensor t = cpu_empty(sizes, dt);
+  return ts::zero_(t);
 }
 
 struct CpuInputs {
-  at::Tensor value, shapes, starts, loc, attn;
+  Tensor value, shapes, starts, loc, attn;
 };
 
-CpuInputs prepare(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                  const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-                  const at::Tensor& attention_weights) {
-  const auto dt = compute_dtype(value.scalar_type());
-  return {value.to(dt).contiguous(), spatial_shapes.to(at::kLong).contiguous(),
-          level_start_index.to(at::kLong).contiguous(), sampling_locations.to(dt).contiguous(),
-          attention_weights.to(dt).contiguous()};
+CpuInputs prepare(const Tensor& value, const Tensor& spatial_shapes,
+                  const Tensor& level_start_index, const Tensor& sampling_locations,
+                  const Tensor& attention_weights) {
+  const ScalarType dt = compute_dtype(value.scalar_type());
+  return {as_contiguous(value, dt), as_contiguous(spatial_shapes, ScalarType::Long),
+          as_contiguous(level_start_index, ScalarType::Long),
+          as_contiguous(sampling_locations, dt), as_contiguous(attention_weights, dt)};
 }
 
-// Items per parallel chunk: at::parallel_for stays on one thread below this, so a tiny
-// call (a few queries) does not pay for waking the thread pool.
+void check_on_cpu(const Tensor& value, const Tensor& spatial_shapes,
+                  const Tensor& level_start_index, const char* op) {
+  DDETR_CHECK(value.is_cpu() && spatial_shapes.is_cpu() && level_start_index.is_cpu(), op,
+              "'s CPU kernel needs every argument on the CPU");
+}
+
+// Items per parallel chunk: parallel_for stays on one thread below this, so a tiny call (a
+// few queries) does not pay for waking the thread pool.
 int64_t grain(int64_t cost_per_item) {
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(cost_per_item, 1));
 }
 
-}  // namespace
-
-const char* cpu_kernel_isa() { return kernels().isa; }
-
-// Decided by how this file was compiled: at::parallel_for is a header template, serial
-// unless this translation unit sees torch's intra-op backend (cmake/TorchOpenMP.cmake).
-bool cpu_kernel_threaded() {
-#ifdef INTRA_OP_PARALLEL
-  return true;
-#else
-  return false;
-#endif
+template <typename T>
+T* mptr(const Tensor& t) {
+  return static_cast<T*>(t.mutable_data_ptr());
+}
+template <typename T>
+const T* cptr(const Tensor& t) {
+  return static_cast<const T*>(t.const_data_ptr());
 }
 
-at::Tensor ms_deform_attn_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                              const at::Tensor& level_start_index,
-                              const at::Tensor& sampling_locations,
-                              const at::Tensor& attention_weights, int64_t im2col_step) {
+Tensor ms_deform_attn_cpu(const Tensor& value, const Tensor& spatial_shapes,
+                          const Tensor& level_start_index, const Tensor& sampling_locations,
+                          const Tensor& attention_weights, int64_t im2col_step) {
   // im2col_step only sized the 2020 CUDA kernel's batches; every batch size works here.
   const Shape s = check_forward_args(value, spatial_shapes, level_start_index, sampling_locations,
                                      attention_weights, im2col_step);
-  TORCH_CHECK_VALUE(value.device().is_cpu() && spatial_shapes.device().is_cpu() &&
-                        level_start_index.device().is_cpu(),
-                    "ms_deform_attn's CPU kernel needs every argument on the CPU");
+  check_on_cpu(value, spatial_shapes, level_start_index, "ms_deform_attn");
   const CpuInputs in =
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  at::Tensor out = at::empty({s.N, s.Lq, s.M * s.D}, in.value.options());
-  if (out.numel() == 0) return out.to(value.scalar_type());
-  if (s.P == 0) return out.zero_().to(value.scalar_type());
-
-  AT_DISPATCH_FLOATING_TYPES(in.value.scalar_type(), "ms_deform_attn_cpu", [&] {
-    ForwardParams<scalar_t> p{s,
-                              in.value.data_ptr<scalar_t>(),
-                              in.shapes.data_ptr<int64_t>(),
-                              in.starts.data_ptr<int64_t>(),
-                              in.loc.data_ptr<scalar_t>(),
-                              in.attn.data_ptr<scalar_t>(),
-                              out.data_ptr<scalar_t>()};
-    at::parallel_for(0, s.N * s.Lq, grain(s.M * s.L * s.P * s.D),
-                     [&](int64_t begin, int64_t end) { run_kernel(p, begin, end); });
-  });
-  return out.to(value.scalar_type());
+  const ScalarType dt = in.value.scalar_type();
+  Tensor out = cpu_empty({s.N, s.Lq, s.M * s.D}, dt);
+  if (out.numel() > 0 && s.P == 0) ts::zero_(out);
+  if (out.numel() > 0 && s.P > 0) {
+    with_compute_type(dt, [&](auto tag) {
+      using scalar_t = decltype(tag);
+      const ForwardParams<scalar_t> p{s,
+                                      cptr<scalar_t>(in.value),
+                                      cptr<int64_t>(in.shapes),
+                                      cptr<int64_t>(in.starts),
+                                      cptr<scalar_t>(in.loc),
+                                      cptr<scalar_t>(in.attn),
+                                      mptr<scalar_t>(out)};
+      ts::parallel_for(0, s.N * s.Lq, grain(s.M * s.L * s.P * s.D),
+                       [&](int64_t begin, int64_t end) { run_kernel(p, begin, end); });
+    });
+  }
+  return ts::to(out, std::optional<ScalarType>(value.scalar_type()));
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
-    const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights, int64_t im2col_step) {
+std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cpu(
+    const Tensor& grad_output, const Tensor& value, const Tensor& spatial_shapes,
+    const Tensor& level_start_index, const Tensor& sampling_locations,
+    const Tensor& attention_weights, int64_t im2col_step, bool /*deterministic: always*/) {
   const Shape s = check_backward_args(grad_output, value, spatial_shapes, level_start_index,
                                       sampling_locations, attention_weights, im2col_step);
-  TORCH_CHECK_VALUE(value.device().is_cpu() && spatial_shapes.device().is_cpu() &&
-                        level_start_index.device().is_cpu(),
-                    "ms_deform_attn_backward's CPU kernel needs every argument on the CPU");
+  check_on_cpu(value, spatial_shapes, level_start_index, "ms_deform_attn_backward");
   const CpuInputs in =
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  const at::Tensor grad = grad_output.to(in.value.scalar_type()).contiguous();
-  at::Tensor grad_value = at::zeros_like(in.value);
-  at::Tensor grad_loc = at::empty_like(in.loc);
-  at::Tensor grad_attn = at::empty_like(in.attn);
+  const ScalarType cdt = in.value.scalar_type();
+  const Tensor grad = as_contiguous(grad_output, cdt);
+  Tensor grad_value = cpu_zeros({s.N, s.S, s.M, s.D}, cdt);
+  Tensor grad_loc = cpu_empty({s.N, s.Lq, s.M, s.L, s.P, 2}, cdt);
+  Tensor grad_attn = cpu_empty({s.N, s.Lq, s.M, s.L, s.P}, cdt);
   if (grad_loc.numel() > 0 && s.D > 0) {
     // Scratch (bands.h): halo buffers and deferred-point lists, neither growing with Lq.
     std::vector<cpu::LevelBand> level(cpu::kBands * s.L);
     int64_t halo_rows = 0;
-    const int64_t K = cpu::plan_bands(s, in.shapes.data_ptr<int64_t>(), level.data(), halo_rows);
+    const int64_t K = cpu::plan_bands(s, cptr<int64_t>(in.shapes), level.data(), halo_rows);
     const int64_t spread = K > 1 ? s.N * K * s.M : 0;
-    at::Tensor halo = at::zeros({spread * halo_rows * s.D}, in.value.options());
-    at::Tensor deferred = at::empty({spread * cpu::kDeferCapacity}, in.shapes.options());
-    at::Tensor deferred_count = at::zeros({s.N * K * s.M}, in.shapes.options());
-    AT_DISPATCH_FLOATING_TYPES(in.value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
-      BackwardParams<scalar_t> p{s,
-                                 in.value.data_ptr<scalar_t>(),
-                                 in.shapes.data_ptr<int64_t>(),
-                                 in.starts.data_ptr<int64_t>(),
-                                 in.loc.data_ptr<scalar_t>(),
-                                 in.attn.data_ptr<scalar_t>(),
-                                 grad.data_ptr<scalar_t>(),
-                                 grad_value.data_ptr<scalar_t>(),
-                                 grad_loc.data_ptr<scalar_t>(),
-                                 grad_attn.data_ptr<scalar_t>()};
-      const cpu::BandScratch<scalar_t> bs{halo.data_ptr<scalar_t>(),
-                                          deferred.data_ptr<int64_t>(),
-                                          deferred_count.data_ptr<int64_t>()};
-      at::parallel_for(0, s.N * K * s.M, 1,
+    const Tensor halo = cpu_zeros({spread * halo_rows * s.D}, cdt);
+    const Tensor deferred = cpu_empty({spread * cpu::kDeferCapacity}, ScalarType::Long);
+    const Tensor deferred_count = cpu_zeros({s.N * K * s.M}, ScalarType::Long);
+    with_compute_type(cdt, [&](auto tag) {
+      using scalar_t = decltype(tag);
+      const BackwardParams<scalar_t> p{s,
+                                       cptr<scalar_t>(in.value),
+                                       cptr<int64_t>(in.shapes),
+                                       cptr<int64_t>(in.starts),
+                                       cptr<scalar_t>(in.loc),
+                                       cptr<scalar_t>(in.attn),
+                                       cptr<scalar_t>(grad),
+                                       mptr<scalar_t>(grad_value),
+                                       mptr<scalar_t>(grad_loc),
+                                       mptr<scalar_t>(grad_attn)};
+      const cpu::BandScratch<scalar_t> bs{mptr<scalar_t>(halo), mptr<int64_t>(deferred),
+                                          mptr<int64_t>(deferred_count)};
+      ts::parallel_for(0, s.N * K * s.M, 1,
                        [&](int64_t begin, int64_t end) { run_kernel(p, bs, begin, end); });
       if (K > 1) {
-        at::parallel_for(0, s.N * s.M, 1,
+        ts::parallel_for(0, s.N * s.M, 1,
                          [&](int64_t begin, int64_t end) { run_deferred(p, bs, begin, end); });
       }
     });
   } else {
-    grad_loc.zero_();
-    grad_attn.zero_();
+    ts::zero_(grad_loc);
+    ts::zero_(grad_attn);
   }
-  const auto dt = value.scalar_type();
-  return {grad_value.to(dt), grad_loc.to(dt), grad_attn.to(dt)};
+  const std::optional<ScalarType> dt = value.scalar_type();
+  return {ts::to(grad_value, dt), ts::to(grad_loc, dt), ts::to(grad_attn, dt)};
+}
+
+}  // namespace
+
+STABLE_TORCH_LIBRARY_IMPL(ddetr, CPU, m) {
+  m.impl("ms_deform_attn", TORCH_BOX(&ms_deform_attn_cpu));
+  m.impl("ms_deform_attn_backward", TORCH_BOX(&ms_deform_attn_backward_cpu));
 }
 
 }  // namespace ddetr
+
+const char* ddetr_cpu_kernel_isa() { return ddetr::kernels().isa; }

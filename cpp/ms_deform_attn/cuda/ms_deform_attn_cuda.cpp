@@ -1,25 +1,28 @@
-// CUDA backend of ms_deform_attn: checks, layout, device and stream, and the launch of
-// the plain-CUDA kernels declared in launch.h. Built by the host compiler, and only when
-// torch is a CUDA build; it includes no header that needs more than the CUDA runtime
-// (c10/cuda rather than ATen/cuda/CUDAContext.h, which pulls in cuBLAS and cuSPARSE).
-#include <ATen/ATen.h>
-#include <ATen/Context.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+// CUDA backend of ms_deform_attn (stable ABI): checks, layout, device and stream, and the
+// launch of the plain-CUDA kernels declared in launch.h. Built by the host compiler, and only
+// when torch is a CUDA build; besides torch's stable headers it needs the CUDA runtime header.
 #include <cuda_runtime_api.h>
-#include <torch/library.h>
+#include <torch/csrc/inductor/aoti_torch/c/shim.h>  // aoti_torch_get_current_cuda_stream
+#include <torch/csrc/stable/accelerator.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
 
+#include <array>
+#include <optional>
 #include <tuple>
 
+#include "../check.h"
 #include "../ms_deform_attn.h"
 #include "launch.h"
 
 namespace ddetr {
 namespace {
 
+namespace ts = torch::stable;
+
 // A failed launch (or an earlier asynchronous error it reports) becomes a torch error.
 void check_cuda(cudaError_t err, const char* what) {
-  TORCH_CHECK(err == cudaSuccess, "ms_deform_attn: ", what, " failed: ", cudaGetErrorName(err),
+  DDETR_CHECK(err == cudaSuccess, "ms_deform_attn: ", what, " failed: ", cudaGetErrorName(err),
               ": ", cudaGetErrorString(err));
 }
 
@@ -36,76 +39,103 @@ struct CudaContext {
   bool capturing;
 };
 
-void check_value_on_cuda(const at::Tensor& value, const char* op) {
-  TORCH_CHECK_VALUE(value.is_cuda(), op, ": value must be on a CUDA device (the op runs on the ",
-                    "device of its tensors), got ", value.device());
+void check_value_on_cuda(const Tensor& value, const char* op) {
+  DDETR_CHECK(value.is_cuda(), op, ": value must be on a CUDA device (the op runs on the ",
+              "device of its tensors), got ", device_name(value));
 }
 
-// Stream and capture state for a call whose tensors live with `value` (under a guard
-// that made value's device current).
-CudaContext enter(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                  const at::Tensor& level_start_index, const char* op) {
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(value.device().index()).stream();
+// Stream and capture state for a call whose tensors live with `value` (under a guard that
+// made value's device current).
+CudaContext enter(const Tensor& value, const Tensor& spatial_shapes,
+                  const Tensor& level_start_index, const char* op) {
+  void* stream_ptr = nullptr;
+  TORCH_ERROR_CODE_CHECK(
+      aoti_torch_get_current_cuda_stream(value.get_device_index(), &stream_ptr));
+  const auto stream = static_cast<cudaStream_t>(stream_ptr);
   const bool capturing = is_capturing(stream);
-  TORCH_CHECK_VALUE(!capturing || (spatial_shapes.is_cuda() && level_start_index.is_cuda()), op,
-                    ": spatial_shapes and level_start_index must be on the GPU while a CUDA "
-                    "graph is being captured (copying them from the CPU is not allowed then), "
-                    "got ",
-                    spatial_shapes.device(), " and ", level_start_index.device());
+  DDETR_CHECK(!capturing || (spatial_shapes.is_cuda() && level_start_index.is_cuda()), op,
+              ": spatial_shapes and level_start_index must be on the GPU while a CUDA graph is "
+              "being captured (copying them from the CPU is not allowed then), got ",
+              device_name(spatial_shapes), " and ", device_name(level_start_index));
   return {stream, capturing};
 }
 
+// A new tensor on value's device.
+Tensor empty_on(const Tensor& like, torch::headeronly::IntHeaderOnlyArrayRef sizes,
+                ScalarType dt) {
+  return ts::empty(sizes, dt, std::nullopt, like.device());
+}
+
+Tensor zeros_on(const Tensor& like, torch::headeronly::IntHeaderOnlyArrayRef sizes,
+                ScalarType dt) {
+  Tensor t = empty_on(like, sizes, dt);
+  return ts::zero_(t);
+}
+
 struct CudaInputs {
-  at::Tensor value, shapes, starts, loc, attn;
+  Tensor value, shapes, starts, loc, attn;
 };
 
-CudaInputs prepare(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                   const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-                   const at::Tensor& attention_weights) {
-  const at::Device dev = value.device();
-  return {value.contiguous(), spatial_shapes.to(dev, at::kLong).contiguous(),
-          level_start_index.to(dev, at::kLong).contiguous(), sampling_locations.contiguous(),
-          attention_weights.contiguous()};
+CudaInputs prepare(const Tensor& value, const Tensor& spatial_shapes,
+                   const Tensor& level_start_index, const Tensor& sampling_locations,
+                   const Tensor& attention_weights) {
+  const auto on_device_int64 = [&](const Tensor& t) {
+    return ts::contiguous(ts::to(t, std::optional<ScalarType>(ScalarType::Long), std::nullopt,
+                                 value.device()));
+  };
+  return {ts::contiguous(value), on_device_int64(spatial_shapes),
+          on_device_int64(level_start_index), ts::contiguous(sampling_locations),
+          ts::contiguous(attention_weights)};
 }
 
 // Calls f(K{}) with K the kernels' storage type for torch dtype t.
 template <typename F>
-void with_kernel_type(at::ScalarType t, const char* op, F&& f) {
+void with_kernel_type(ScalarType t, const char* op, F&& f) {
   switch (t) {
-    case at::kFloat:
+    case ScalarType::Float:
       f(float{});
       return;
-    case at::kDouble:
+    case ScalarType::Double:
       f(double{});
       return;
-    case at::kHalf:
+    case ScalarType::Half:
       f(cuda::Half{});
       return;
-    case at::kBFloat16:
+    case ScalarType::BFloat16:
       f(cuda::BFloat16{});
       return;
     default:
-      TORCH_CHECK_TYPE(false, op, "'s CUDA kernels take float32, float64, float16 or bfloat16, "
-                       "got ", t);
+      fail(op, "'s CUDA kernels take float32, float64, float16 or bfloat16, got ",
+           dtype_name(t));
   }
 }
 
 template <typename K>
-const K* cptr(const at::Tensor& t) {
+const K* cptr(const Tensor& t) {
   return static_cast<const K*>(t.const_data_ptr());
 }
 template <typename K>
-K* mptr(const at::Tensor& t) {
-  return static_cast<K*>(t.data_ptr());
+K* mptr(const Tensor& t) {
+  return static_cast<K*>(t.mutable_data_ptr());
 }
 
-at::Tensor ms_deform_attn_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                               const at::Tensor& level_start_index,
-                               const at::Tensor& sampling_locations,
-                               const at::Tensor& attention_weights, int64_t im2col_step) {
+// torch.sort(keys, stable=True): (sorted keys, int64 permutation). The stable ABI has no
+// sort of its own, so the call goes through the dispatcher by name.
+std::tuple<Tensor, Tensor> stable_sort(const Tensor& keys) {
+  namespace d = torch::stable::detail;
+  std::array<StableIValue, 4> stack{d::from(keys), d::from(std::optional<bool>(true)),
+                                    d::from(int64_t{0}), d::from(false)};
+  TORCH_ERROR_CODE_CHECK(
+      torch_call_dispatcher("aten::sort", "stable", stack.data(), TORCH_ABI_VERSION));
+  return {d::to<Tensor>(stack[0]), d::to<Tensor>(stack[1])};
+}
+
+Tensor ms_deform_attn_cuda(const Tensor& value, const Tensor& spatial_shapes,
+                           const Tensor& level_start_index, const Tensor& sampling_locations,
+                           const Tensor& attention_weights, int64_t im2col_step) {
   constexpr const char* op = "ms_deform_attn";
   check_value_on_cuda(value, op);
-  const c10::cuda::CUDAGuard guard(value.device());
+  const ts::accelerator::DeviceGuard guard(value.get_device_index());
   const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
   // im2col_step only sized the 2020 kernel's batches; every batch size works here.
   const Shape s = check_forward_args(value, spatial_shapes, level_start_index,
@@ -113,16 +143,17 @@ at::Tensor ms_deform_attn_cuda(const at::Tensor& value, const at::Tensor& spatia
                                      /*check_shape_values=*/!ctx.capturing);
   const CudaInputs in =
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  at::Tensor out = at::empty({s.N, s.Lq, s.M * s.D}, in.value.options());
+  const ScalarType dtype = in.value.scalar_type();
+  Tensor out = empty_on(value, {s.N, s.Lq, s.M * s.D}, dtype);
   if (out.numel() == 0) return out;  // empty batch, no queries, heads or channels
-  if (s.L * s.P == 0 || in.value.numel() == 0) return out.zero_();
+  if (s.L * s.P == 0 || in.value.numel() == 0) return ts::zero_(out);
 
-  with_kernel_type(in.value.scalar_type(), op, [&](auto tag) {
+  with_kernel_type(dtype, op, [&](auto tag) {
     using K = decltype(tag);
     const ForwardParams<K> p{s,
                              cptr<K>(in.value),
-                             in.shapes.const_data_ptr<int64_t>(),
-                             in.starts.const_data_ptr<int64_t>(),
+                             cptr<int64_t>(in.shapes),
+                             cptr<int64_t>(in.starts),
                              cptr<K>(in.loc),
                              cptr<K>(in.attn),
                              mptr<K>(out)};
@@ -131,36 +162,35 @@ at::Tensor ms_deform_attn_cuda(const at::Tensor& value, const at::Tensor& spatia
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
-    const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights, int64_t im2col_step) {
+std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cuda(
+    const Tensor& grad_output, const Tensor& value, const Tensor& spatial_shapes,
+    const Tensor& level_start_index, const Tensor& sampling_locations,
+    const Tensor& attention_weights, int64_t im2col_step, bool deterministic) {
   constexpr const char* op = "ms_deform_attn_backward";
   check_value_on_cuda(value, op);
-  const c10::cuda::CUDAGuard guard(value.device());
+  const ts::accelerator::DeviceGuard guard(value.get_device_index());
   const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
   const Shape s = check_backward_args(grad_output, value, spatial_shapes, level_start_index,
                                       sampling_locations, attention_weights, im2col_step,
                                       /*check_shape_values=*/!ctx.capturing);
   const CudaInputs in =
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  const at::Tensor grad = grad_output.contiguous();
-  at::Tensor grad_loc = at::empty_like(in.loc, at::MemoryFormat::Contiguous);
-  at::Tensor grad_attn = at::empty_like(in.attn, at::MemoryFormat::Contiguous);
+  const Tensor grad = ts::contiguous(grad_output);
+  const ScalarType dtype = in.value.scalar_type();
+  Tensor grad_loc = empty_on(value, {s.N, s.Lq, s.M, s.L, s.P, 2}, dtype);
+  Tensor grad_attn = empty_on(value, {s.N, s.Lq, s.M, s.L, s.P}, dtype);
   if (s.N * s.Lq * s.M == 0 || s.L * s.P == 0 || s.D == 0 || in.value.numel() == 0) {
-    return {at::zeros_like(in.value, at::MemoryFormat::Contiguous), grad_loc.zero_(),
-            grad_attn.zero_()};
+    return {zeros_on(value, {s.N, s.S, s.M, s.D}, dtype), ts::zero_(grad_loc),
+            ts::zero_(grad_attn)};
   }
 
-  const at::ScalarType dtype = in.value.scalar_type();
-  const bool deterministic = at::globalContext().deterministicAlgorithms();
-  at::Tensor grad_value;
+  Tensor grad_value;
   with_kernel_type(dtype, op, [&](auto tag) {
     using K = decltype(tag);
     BackwardParams<K> p{s,
                         cptr<K>(in.value),
-                        in.shapes.const_data_ptr<int64_t>(),
-                        in.starts.const_data_ptr<int64_t>(),
+                        cptr<int64_t>(in.shapes),
+                        cptr<int64_t>(in.starts),
                         cptr<K>(in.loc),
                         cptr<K>(in.attn),
                         cptr<K>(grad),
@@ -170,40 +200,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
     cuda::ValueGradTarget target;
     if (!deterministic) {
       // Atomics into float32 for the half types (rounded once below), else in place.
-      const bool half = dtype == at::kHalf || dtype == at::kBFloat16;
-      at::Tensor accum =
-          half ? at::zeros(in.value.sizes(), in.value.options().dtype(at::kFloat))
-               : at::zeros_like(in.value, at::MemoryFormat::Contiguous);
-      target.accum = accum.data_ptr();
+      const bool half = dtype == ScalarType::Half || dtype == ScalarType::BFloat16;
+      const Tensor accum =
+          zeros_on(value, {s.N, s.S, s.M, s.D}, half ? ScalarType::Float : dtype);
+      target.accum = accum.mutable_data_ptr();
       if (!half) p.grad_value = mptr<K>(accum);
       check_cuda(cuda::backward(p, target, ctx.stream), "launching the backward kernel");
-      grad_value = half ? accum.to(dtype) : accum;
+      grad_value = half ? ts::to(accum, std::optional<ScalarType>(dtype)) : accum;
       return;
     }
     // Deterministic: sort the points by the cell of their top-left corner, then gather
     // each value row's contributions in that fixed order (design in backward.cu).
-    grad_value = at::empty_like(in.value, at::MemoryFormat::Contiguous);
+    grad_value = empty_on(value, {s.N, s.S, s.M, s.D}, dtype);
     p.grad_value = mptr<K>(grad_value);
     target.keys_int64 = cuda::deterministic_keys_need_int64(s);
-    const at::Tensor keys =
-        at::empty({s.N * s.Lq * s.M * s.L * s.P},
-                  in.value.options().dtype(target.keys_int64 ? at::kLong : at::kInt));
-    target.keys = keys.data_ptr();
+    const Tensor keys = empty_on(value, {s.N * s.Lq * s.M * s.L * s.P},
+                                 target.keys_int64 ? ScalarType::Long : ScalarType::Int);
+    target.keys = keys.mutable_data_ptr();
     check_cuda(cuda::backward(p, target, ctx.stream), "launching the backward kernel");
-    const auto sorted = at::sort(keys, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-    const at::Tensor& sorted_keys = std::get<0>(sorted);
-    const at::Tensor& perm = std::get<1>(sorted);  // int64 point indices
+    const auto [sorted_keys, perm] = stable_sort(keys);  // perm: int64 point indices
     const int64_t num_keys = cuda::deterministic_num_keys(s);
-    const auto long_opts = in.value.options().dtype(at::kLong);
-    const at::Tensor seg_begin = at::zeros({num_keys}, long_opts);
-    const at::Tensor seg_end = at::zeros({num_keys}, long_opts);
+    const Tensor seg_begin = zeros_on(value, {num_keys}, ScalarType::Long);
+    const Tensor seg_end = zeros_on(value, {num_keys}, ScalarType::Long);
     check_cuda(cuda::deterministic_segments(sorted_keys.const_data_ptr(), target.keys_int64,
                                             keys.numel(), num_keys, mptr<int64_t>(seg_begin),
                                             mptr<int64_t>(seg_end), ctx.stream),
                "launching the deterministic backward's segment kernel");
-    check_cuda(cuda::deterministic_grad_value(p, perm.const_data_ptr<int64_t>(),
-                                              seg_begin.const_data_ptr<int64_t>(),
-                                              seg_end.const_data_ptr<int64_t>(), ctx.stream),
+    check_cuda(cuda::deterministic_grad_value(p, cptr<int64_t>(perm), cptr<int64_t>(seg_begin),
+                                              cptr<int64_t>(seg_end), ctx.stream),
                "launching the deterministic backward's value-gradient kernel");
   });
   return {grad_value, grad_loc, grad_attn};
@@ -211,9 +235,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ddetr, CUDA, m) {
-  m.impl("ms_deform_attn", &ms_deform_attn_cuda);
-  m.impl("ms_deform_attn_backward", &ms_deform_attn_backward_cuda);
+STABLE_TORCH_LIBRARY_IMPL(ddetr, CUDA, m) {
+  m.impl("ms_deform_attn", TORCH_BOX(&ms_deform_attn_cuda));
+  m.impl("ms_deform_attn_backward", TORCH_BOX(&ms_deform_attn_backward_cuda));
 }
 
 }  // namespace ddetr
