@@ -17,4 +17,4 @@ pip install -q scikit-build-core pybind11 cmake ninja numpy scipy pycocotools pi
   pytest pytest-benchmark
 # --no-build-isolation: compile against the torch installed above, not a fresh one
 pip install -q --no-build-isolation ".[test]"
-python -c "import ddetr; i = ddetr.build_info(); print('ddetr', i['version'], 'built for torch', i['torch_version'], '| CPU kernels:', i['cpu_kernel_isa'], '| CUDA:', i['cuda_archs'] or 'no')"
+python -c "import ddetr; i = ddetr.build_info(); print('ddetr', i['version'], 'built with torch', i['torch_version'], '(loads in torch >=', i['torch_target'] + ') | CPU kernels:', i['cpu_kernel_isa'], '| CUDA:', ' '.join(i['cuda_archs']) or 'no')"
