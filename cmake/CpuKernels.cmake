@@ -1,7 +1,7 @@
 # The CPU kernels (cpp/ms_deform_attn/cpu/kernels_isa.cpp) are compiled once per
 # instruction set; the glue picks the best copy the running CPU supports, so one wheel is
 # both portable and fast. -fopenmp-simd honours `#pragma omp simd` without linking an
-# OpenMP runtime (threads come from ATen's at::parallel_for).
+# OpenMP runtime (threads come from torch's pool via the stable ABI's parallel_for).
 set(_isa_src ${CMAKE_CURRENT_SOURCE_DIR}/cpp/ms_deform_attn/cpu/kernels_isa.cpp)
 set(_common -O3 -fopenmp-simd -fno-math-errno -fno-trapping-math)
 set(DDETR_CPU_ISAS baseline)

@@ -17,13 +17,24 @@ struct Shape {
   int64_t Lq;  // queries
 };
 
+// Storage type of the sampling locations (and their gradient) beside values of type T: T
+// itself, except for the 16-bit types, whose kernels take float32 locations (a bfloat16
+// location is off by up to 0.4 px on a 100-pixel map). The 16-bit types specialise it where
+// they are declared (cuda/launch.h, cuda/common.cuh).
+template <typename T>
+struct LocationType {
+  using type = T;
+};
+template <typename T>
+using location_t = typename LocationType<T>::type;
+
 template <typename scalar_t>
 struct ForwardParams {
   Shape shape;
   const scalar_t* value;         // (N, S, M, D)
   const int64_t* spatial_shapes;  // (L, 2) as (H, W)
   const int64_t* level_start;    // (L)
-  const scalar_t* loc;           // (N, Lq, M, L, P, 2) normalised (x, y)
+  const location_t<scalar_t>* loc;  // (N, Lq, M, L, P, 2) normalised (x, y)
   const scalar_t* attn;          // (N, Lq, M, L, P)
   scalar_t* output;              // (N, Lq, M, D)
 };
@@ -34,11 +45,11 @@ struct BackwardParams {
   const scalar_t* value;
   const int64_t* spatial_shapes;
   const int64_t* level_start;
-  const scalar_t* loc;
+  const location_t<scalar_t>* loc;
   const scalar_t* attn;
-  const scalar_t* grad_output;  // (N, Lq, M, D)
-  scalar_t* grad_value;         // (N, S, M, D), zero on entry
-  scalar_t* grad_loc;           // (N, Lq, M, L, P, 2)
+  const scalar_t* grad_output;      // (N, Lq, M, D)
+  scalar_t* grad_value;             // (N, S, M, D), zero on entry
+  location_t<scalar_t>* grad_loc;   // (N, Lq, M, L, P, 2)
   scalar_t* grad_attn;          // (N, Lq, M, L, P)
 };
 

@@ -84,7 +84,8 @@ void with_compute_type(ScalarType t, F&& f) {
   }
 }
 
-// Half types have no CPU kernel of their own: they compute in float32 and round once.
+// Half types have no CPU kernel of their own: they compute in float32 (their locations, float32
+// or not, too) and round once.
 ScalarType compute_dtype(ScalarType t) {
   return t == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
 }
@@ -215,7 +216,8 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cpu(
     ts::zero_(grad_attn);
   }
   const std::optional<ScalarType> dt = value.scalar_type();
-  return {ts::to(grad_value, dt), ts::to(grad_loc, dt), ts::to(grad_attn, dt)};
+  const std::optional<ScalarType> loc_dt = sampling_locations.scalar_type();
+  return {ts::to(grad_value, dt), ts::to(grad_loc, loc_dt), ts::to(grad_attn, dt)};
 }
 
 }  // namespace

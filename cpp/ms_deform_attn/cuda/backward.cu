@@ -105,7 +105,7 @@ __global__ void __launch_bounds__(kBlock, 3)
     const int64_t m = item % s.M;
     const int64_t vrow = (n * s.S * s.M + m) * s.D;  // value[n, 0, m, 0]
     const T* vbase = p.value + vrow;
-    const T* loc = p.loc + item * LP * 2;
+    const location_t<T>* loc = p.loc + item * LP * 2;
     const T* attn = p.attn + item * LP;
     const T* gout = p.grad_output + item * s.D;
 
@@ -185,8 +185,8 @@ __global__ void __launch_bounds__(kBlock, 3)
           gy *= w.a;
         }
         p.grad_attn[item * LP + pt] = from_acc<T>(gattn);
-        p.grad_loc[2 * (item * LP + pt)] = from_acc<T>(gx);
-        p.grad_loc[2 * (item * LP + pt) + 1] = from_acc<T>(gy);
+        p.grad_loc[2 * (item * LP + pt)] = from_acc<location_t<T>>(gx);
+        p.grad_loc[2 * (item * LP + pt) + 1] = from_acc<location_t<T>>(gy);
       }
     }
   }

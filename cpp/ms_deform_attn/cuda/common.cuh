@@ -48,6 +48,22 @@ struct DeviceType<BFloat16> {
   using type = __nv_bfloat16;
 };
 
+}  // namespace detail
+}  // namespace cuda
+
+// The CUDA 16-bit types read float32 locations, like their storage tags (launch.h).
+template <>
+struct LocationType<__half> {
+  using type = float;
+};
+template <>
+struct LocationType<__nv_bfloat16> {
+  using type = float;
+};
+
+namespace cuda {
+namespace detail {
+
 // Accumulation type: float for float / half / bfloat16, double for double.
 template <typename T>
 struct AccType {
@@ -293,7 +309,7 @@ struct PointWork {
 // attention weights at `attn`: fills `w`, and for the group the four corners as element
 // offsets from value[n, 0, m, 0] (-1 when off the map) and attention x bilinear weights.
 template <typename T, typename A = acc_t<T>>
-__device__ __forceinline__ void compute_point(const T* loc, const T* attn, const int64_t* shapes,
+__device__ __forceinline__ void compute_point(const location_t<T>* loc, const T* attn, const int64_t* shapes,
                                               const int64_t* starts, int64_t P, int64_t MD,
                                               int64_t pt, PointWork<A>& w, A (&aw)[4],
                                               int64_t (&off)[4]) {
@@ -383,7 +399,7 @@ ForwardParams<D> retag(const ForwardParams<S>& p) {
           reinterpret_cast<const D*>(p.value),
           p.spatial_shapes,
           p.level_start,
-          reinterpret_cast<const D*>(p.loc),
+          p.loc,  // location_t<D> is location_t<S>
           reinterpret_cast<const D*>(p.attn),
           reinterpret_cast<D*>(p.output)};
 }
@@ -395,11 +411,11 @@ BackwardParams<D> retag(const BackwardParams<S>& p) {
           reinterpret_cast<const D*>(p.value),
           p.spatial_shapes,
           p.level_start,
-          reinterpret_cast<const D*>(p.loc),
+          p.loc,  // location_t<D> is location_t<S>
           reinterpret_cast<const D*>(p.attn),
           reinterpret_cast<const D*>(p.grad_output),
           reinterpret_cast<D*>(p.grad_value),
-          reinterpret_cast<D*>(p.grad_loc),
+          p.grad_loc,
           reinterpret_cast<D*>(p.grad_attn)};
 }
 

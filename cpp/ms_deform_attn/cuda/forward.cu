@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(kBlock, 4) forward_kernel(const ForwardParams<
     const int64_t n = item / (s.Lq * s.M);
     const int64_t m = item % s.M;
     const T* vbase = p.value + (n * s.S * s.M + m) * s.D;  // value[n, 0, m, 0]
-    const T* loc = p.loc + item * LP * 2;
+    const location_t<T>* loc = p.loc + item * LP * 2;
     const T* attn = p.attn + item * LP;
     T* out = p.output + item * s.D;
 

@@ -24,6 +24,20 @@ struct BFloat16 {
 };
 static_assert(sizeof(Half) == 2 && sizeof(BFloat16) == 2, "16-bit storage tags");
 
+}  // namespace cuda
+
+// The 16-bit kernels take float32 sampling locations (params.h).
+template <>
+struct LocationType<cuda::Half> {
+  using type = float;
+};
+template <>
+struct LocationType<cuda::BFloat16> {
+  using type = float;
+};
+
+namespace cuda {
+
 // ------------------------------------------------------------------------------ forward
 // Writes every element of p.output. Half types accumulate in float32, round once.
 cudaError_t forward(const ForwardParams<float>& p, cudaStream_t stream);

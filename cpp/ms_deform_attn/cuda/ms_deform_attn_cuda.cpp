@@ -76,6 +76,13 @@ struct CudaInputs {
   Tensor value, shapes, starts, loc, attn;
 };
 
+// The kernels' dtype for the sampling locations beside `value` (location_t in params.h):
+// float32 for the 16-bit types, else the value's.
+ScalarType location_dtype(ScalarType value_dtype) {
+  const bool half = value_dtype == ScalarType::Half || value_dtype == ScalarType::BFloat16;
+  return half ? ScalarType::Float : value_dtype;
+}
+
 CudaInputs prepare(const Tensor& value, const Tensor& spatial_shapes,
                    const Tensor& level_start_index, const Tensor& sampling_locations,
                    const Tensor& attention_weights) {
@@ -83,8 +90,10 @@ CudaInputs prepare(const Tensor& value, const Tensor& spatial_shapes,
     return ts::contiguous(ts::to(t, std::optional<ScalarType>(ScalarType::Long), std::nullopt,
                                  value.device()));
   };
+  const std::optional<ScalarType> loc_dtype = location_dtype(value.scalar_type());
   return {ts::contiguous(value), on_device_int64(spatial_shapes),
-          on_device_int64(level_start_index), ts::contiguous(sampling_locations),
+          on_device_int64(level_start_index),
+          ts::contiguous(ts::to(sampling_locations, loc_dtype)),
           ts::contiguous(attention_weights)};
 }
 
@@ -154,7 +163,7 @@ Tensor ms_deform_attn_cuda(const Tensor& value, const Tensor& spatial_shapes,
                              cptr<K>(in.value),
                              cptr<int64_t>(in.shapes),
                              cptr<int64_t>(in.starts),
-                             cptr<K>(in.loc),
+                             cptr<location_t<K>>(in.loc),
                              cptr<K>(in.attn),
                              mptr<K>(out)};
     check_cuda(cuda::forward(p, ctx.stream), "launching the forward kernel");
@@ -177,10 +186,14 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cuda(
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const Tensor grad = ts::contiguous(grad_output);
   const ScalarType dtype = in.value.scalar_type();
-  Tensor grad_loc = empty_on(value, {s.N, s.Lq, s.M, s.L, s.P, 2}, dtype);
+  // The location gradient in the dtype the locations came in.
+  const auto as_loc_dtype = [&](const Tensor& t) {
+    return ts::to(t, std::optional<ScalarType>(sampling_locations.scalar_type()));
+  };
+  Tensor grad_loc = empty_on(value, {s.N, s.Lq, s.M, s.L, s.P, 2}, location_dtype(dtype));
   Tensor grad_attn = empty_on(value, {s.N, s.Lq, s.M, s.L, s.P}, dtype);
   if (s.N * s.Lq * s.M == 0 || s.L * s.P == 0 || s.D == 0 || in.value.numel() == 0) {
-    return {zeros_on(value, {s.N, s.S, s.M, s.D}, dtype), ts::zero_(grad_loc),
+    return {zeros_on(value, {s.N, s.S, s.M, s.D}, dtype), as_loc_dtype(ts::zero_(grad_loc)),
             ts::zero_(grad_attn)};
   }
 
@@ -191,11 +204,11 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cuda(
                         cptr<K>(in.value),
                         cptr<int64_t>(in.shapes),
                         cptr<int64_t>(in.starts),
-                        cptr<K>(in.loc),
+                        cptr<location_t<K>>(in.loc),
                         cptr<K>(in.attn),
                         cptr<K>(grad),
                         nullptr,
-                        mptr<K>(grad_loc),
+                        mptr<location_t<K>>(grad_loc),
                         mptr<K>(grad_attn)};
     cuda::ValueGradTarget target;
     if (!deterministic) {
@@ -230,7 +243,7 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cuda(
                                               cptr<int64_t>(seg_end), ctx.stream),
                "launching the deterministic backward's value-gradient kernel");
   });
-  return {grad_value, grad_loc, grad_attn};
+  return {grad_value, as_loc_dtype(grad_loc), grad_attn};
 }
 
 }  // namespace

@@ -46,11 +46,13 @@ void run_case(const char* name, int64_t N, int64_t Lq, int64_t M, int64_t D, std
   for (auto [h, w] : levels) { shapes.push_back(h); shapes.push_back(w); starts.push_back(S); S += h * w; }
   s.S = S;
   const int64_t nv = N * S * M * D, nl = N * Lq * M * s.L * P * 2, na = nl / 2, no = N * Lq * M * D;
-  std::vector<K> vbuf(nv + value_shift), loc(nl), attn(na), gout(no + value_shift);
+  using LK = location_t<K>;  // float32 locations beside 16-bit values
+  std::vector<K> vbuf(nv + value_shift), attn(na), gout(no + value_shift);
+  std::vector<LK> loc(nl);
   K* value = vbuf.data() + value_shift; K* g = gout.data() + value_shift;
   std::vector<double> rv(nv), rl(nl), ra(na), rg(no);
   for (int64_t i = 0; i < nv; ++i) { value[i] = Conv<K>::to(u(rng)); rv[i] = Conv<K>::from(value[i]); }
-  for (int64_t i = 0; i < nl; ++i) { double x = ul(rng); if (i % 37 == 5) x = NAN; if (i % 53 == 7) x = INFINITY; if (i % 41 == 3) x = 0.5; loc[i] = Conv<K>::to(x); rl[i] = Conv<K>::from(loc[i]); }
+  for (int64_t i = 0; i < nl; ++i) { double x = ul(rng); if (i % 37 == 5) x = NAN; if (i % 53 == 7) x = INFINITY; if (i % 41 == 3) x = 0.5; loc[i] = Conv<LK>::to(x); rl[i] = Conv<LK>::from(loc[i]); }
   for (int64_t i = 0; i < na; ++i) { attn[i] = Conv<K>::to(ua(rng)); ra[i] = Conv<K>::from(attn[i]); }
   for (int64_t i = 0; i < no; ++i) { g[i] = Conv<K>::to(u(rng)); rg[i] = Conv<K>::from(g[i]); }
   // reference (CPU f64 kernels)
@@ -59,7 +61,15 @@ void run_case(const char* name, int64_t N, int64_t Lq, int64_t M, int64_t D, std
   ForwardParams<double> fp{s, rv.data(), shapes.data(), starts.data(), rl.data(), ra.data(), ref_out.data()};
   tab.forward_f64(fp, 0, N * Lq);
   BackwardParams<double> bp{s, rv.data(), shapes.data(), starts.data(), rl.data(), ra.data(), rg.data(), ref_gv.data(), ref_gl.data(), ref_ga.data()};
-  tab.backward_f64(bp, 0, N * M);
+  // the CPU backward's band scratch, sized as the glue sizes it (cpu/ms_deform_attn_cpu.cpp)
+  std::vector<cpu::LevelBand> bands(cpu::kBands * s.L); int64_t halo_rows = 0;
+  const int64_t nb = cpu::plan_bands(s, shapes.data(), bands.data(), halo_rows);
+  const int64_t spread = nb > 1 ? N * nb * M : 0;
+  std::vector<double> halo(spread * halo_rows * D, 0.0);
+  std::vector<int64_t> deferred(spread * cpu::kDeferCapacity), deferred_count(N * nb * M, 0);
+  const cpu::BandScratch<double> bs{halo.data(), deferred.data(), deferred_count.data()};
+  tab.backward_f64(bp, bs, 0, N * nb * M);
+  if (nb > 1) tab.deferred_f64(bp, bs, 0, N * M);
   fprintf(stderr, "case %s D=%ld shift=%d\n", name, (long)D, value_shift);
   // forward
   std::vector<K> obuf(no + value_shift); K* out = obuf.data() + value_shift;
@@ -69,18 +79,18 @@ void run_case(const char* name, int64_t N, int64_t Lq, int64_t M, int64_t D, std
   check("output", o, ref_out, tol);
   // backward default
   using A = std::conditional_t<std::is_same_v<K, double>, double, float>;
-  std::vector<A> accum(nv, A(0)); std::vector<K> gl(nl), ga(na), gv(nv);
+  std::vector<A> accum(nv, A(0)); std::vector<LK> gl(nl); std::vector<K> ga(na), gv(nv);
   BackwardParams<K> kb{s, value, shapes.data(), starts.data(), loc.data(), attn.data(), g, nullptr, gl.data(), ga.data()};
   cuda::ValueGradTarget t; t.accum = accum.data();
   if (cuda::backward(kb, t, nullptr) != cudaSuccess) { ++failures; fprintf(stderr, "backward launch failed\n"); }
   std::vector<double> x(nv), y(nl), z(na);
   for (int64_t i = 0; i < nv; ++i) x[i] = Conv<K>::from(Conv<K>::to(accum[i]));
-  for (int64_t i = 0; i < nl; ++i) y[i] = Conv<K>::from(gl[i]);
+  for (int64_t i = 0; i < nl; ++i) y[i] = Conv<LK>::from(gl[i]);
   for (int64_t i = 0; i < na; ++i) z[i] = Conv<K>::from(ga[i]);
   check("grad_value", x, ref_gv, tol); check("grad_loc", y, ref_gl, tol); check("grad_attn", z, ref_ga, tol);
   // deterministic
   for (int rep = 0; rep < 2; ++rep) {
-    std::vector<K> gl2(nl), ga2(na), gv2(nv + value_shift); K* gvp = gv2.data() + value_shift;
+    std::vector<LK> gl2(nl); std::vector<K> ga2(na), gv2(nv + value_shift); K* gvp = gv2.data() + value_shift;
     BackwardParams<K> kd = kb; kd.grad_loc = gl2.data(); kd.grad_attn = ga2.data(); kd.grad_value = gvp;
     const bool k64 = rep == 1;  // exercise both key widths
     const int64_t np = na;
@@ -98,7 +108,7 @@ void run_case(const char* name, int64_t N, int64_t Lq, int64_t M, int64_t D, std
     cuda::deterministic_grad_value(kd, perm.data(), sb.data(), se.data(), nullptr);
     for (int64_t i = 0; i < nv; ++i) x[i] = Conv<K>::from(gvp[i]);
     check("det grad_value", x, ref_gv, tol);
-    if (memcmp(gl2.data(), gl.data(), nl * sizeof(K)) || memcmp(ga2.data(), ga.data(), na * sizeof(K))) { ++failures; fprintf(stderr, "  FAIL det grad_loc/attn differ from default\n"); }
+    if (memcmp(gl2.data(), gl.data(), nl * sizeof(LK)) || memcmp(ga2.data(), ga.data(), na * sizeof(K))) { ++failures; fprintf(stderr, "  FAIL det grad_loc/attn differ from default\n"); }
   }
 }
 
