@@ -6,7 +6,6 @@ import re
 
 import torch
 
-from ..models.backbone import _RESNETS
 from .errors import WeightsError, first
 from .names import BACKBONES, TRANSFORMER, find, format_name, hub_name
 
@@ -73,7 +72,7 @@ def official_to_hf(state: dict, route: str, where: str) -> dict:
     return out
 
 
-def _indices(state: dict, prefix: str) -> list[int]:
+def indices(state: dict, prefix: str) -> list[int]:
     rx = re.compile(re.escape(prefix) + r"\.(\d+)\.")
     return sorted({int(m.group(1)) for k in state if (m := rx.match(k))})
 
@@ -87,9 +86,9 @@ def complete_heads(state: dict, where: str) -> dict:
     the same module (checkpoints and save_pretrained folders keep some of them only), and
     an error if two names of one module hold different values."""
     state = dict(state)
-    layers = _indices(state, "transformer.decoder.layers")
+    layers = indices(state, "transformer.decoder.layers")
     two_stage = "transformer.enc_output.weight" in state
-    refine = two_stage or bool(_indices(state, "transformer.decoder.bbox_embed"))
+    refine = two_stage or bool(indices(state, "transformer.decoder.bbox_embed"))
     n = len(layers) + two_stage
     # (names of one module, names to read it from when all are missing): without refinement
     # all heads are one module, with it each index is its own; transformers 5.x ties the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..models.backbone import _RESNETS
 from .errors import WeightsError
-from .layout import _indices
+from .layout import indices
 
 DEFAULT_HEADS = 8  # not in the tensors: heads x points is (see `describe`)
 
@@ -18,7 +18,7 @@ def variant_name(options: dict) -> str:
 
 def backbone_name(state: dict, where: str) -> str:
     body = "backbone.0.body"
-    depths = tuple(len(_indices(state, f"{body}.layer{s}")) for s in range(1, 5))
+    depths = tuple(len(indices(state, f"{body}.layer{s}")) for s in range(1, 5))
     expansion = 4 if any(k.startswith(f"{body}.layer1.0.conv3.") for k in state) else 1
     for name, (block, d) in _RESNETS.items():
         if d == depths and block.expansion == expansion:
@@ -37,8 +37,8 @@ def describe(state: dict, where: str, nheads: int | None = None) -> dict:
         opts = dict(
             num_classes=state["class_embed.0.weight"].shape[0], backbone=backbone_name(state, where),
             num_feature_levels=levels, hidden_dim=hidden, nheads=nheads,
-            enc_layers=len(_indices(state, "transformer.encoder.layers")),
-            dec_layers=len(_indices(state, "transformer.decoder.layers")),
+            enc_layers=len(indices(state, "transformer.encoder.layers")),
+            dec_layers=len(indices(state, "transformer.decoder.layers")),
             dim_feedforward=state["transformer.encoder.layers.0.linear1.weight"].shape[0],
             with_box_refine=two_stage or "transformer.decoder.bbox_embed.0.layers.0.weight" in state,
             two_stage=two_stage)
