@@ -205,3 +205,12 @@ def test_fine_tune_refuses_anything_but_class_count(what):
     target = build_model(**dict(SMALL, num_classes=3, **other))
     with pytest.raises(WeightsError, match="does not fit"):
         weights.load_matching(target, source)
+
+
+def test_learned_position_embedding_reads_but_has_no_hf_name(tmp_path):
+    model = small_model("default", position_embedding="learned")
+    weights.files.write_state(model.state_dict(), str(tmp_path / "w.pth"))
+    built, _, _ = build(weights=tmp_path / "w.pth")
+    assert built.state_dict().keys() == model.state_dict().keys()
+    with pytest.raises(WeightsError, match="no HF name: backbone.1.col_embed.weight"):
+        weights.convert(tmp_path / "w.pth", tmp_path / "hf", to="hf")

@@ -48,6 +48,8 @@ def describe(state: dict, where: str, nheads: int | None = None) -> dict:
                 raise WeightsError(f"{where}: {part} attention weights of {rows} rows do not split into "
                                    f"{nheads} heads x {levels} levels")
             opts[name] = rows // (nheads * levels)
+        if "backbone.1.row_embed.weight" in state:  # ddetr-trained only: official weights are sine
+            opts["position_embedding"] = "learned"
         if not two_stage:  # two-stage proposals are a count, no tensor
             opts["num_queries"] = state["query_embed.weight"].shape[0]
     except KeyError as e:
