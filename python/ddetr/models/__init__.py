@@ -80,9 +80,18 @@ def build_postprocessors(**options) -> dict:
     return {"bbox": PostProcess(_options(options)["num_select"])}
 
 
-def build(**options):
-    """(model, criterion, postprocessors), as the official `build_model(args)`."""
-    return build_model(**options), build_criterion(**options), build_postprocessors(**options)
+def build(weights=None, **options):
+    """(model, criterion, postprocessors), as the official `build_model(args)`. `weights`: a
+    file or HF folder in either layout (ddetr.weights); the options it implies fill those not
+    given, and it must fit strictly (ddetr.weights.WeightsError names what does not)."""
+    if weights is None:
+        return build_model(**options), build_criterion(**options), build_postprocessors(**options)
+    from ..weights import load, load_strict
+    state, info = load(weights)
+    options = {**info.options, **options}
+    model = build_model(**options)
+    load_strict(model, state, info.path, info)
+    return model, build_criterion(**options), build_postprocessors(**options)
 
 
 __all__ = [

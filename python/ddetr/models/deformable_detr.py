@@ -16,6 +16,16 @@ from .backbone import Joiner
 from .deformable_transformer import DeformableTransformer
 
 
+PRIOR_PROB = 0.01  # the foreground probability that fresh class heads predict (focal loss)
+
+
+def init_class_bias(class_head: nn.Linear) -> None:
+    """Class logits start at the prior: sigmoid(bias) = PRIOR_PROB, so the focal loss is not
+    swamped by the many background queries in the first iterations."""
+    with torch.no_grad():
+        class_head.bias.fill_(-math.log((1 - PRIOR_PROB) / PRIOR_PROB))
+
+
 class MLP(nn.Module):
     """Linear layers with ReLU between them (the box head)."""
 
@@ -85,7 +95,7 @@ class DeformableDETR(nn.Module):
         self.backbone = backbone
 
         # Heads start predicting a 1% foreground prior and the reference box itself.
-        class_embed.bias.data.fill_(-math.log((1 - 0.01) / 0.01))
+        init_class_bias(class_embed)
         nn.init.constant_(bbox_embed.layers[-1].weight, 0.0)
         nn.init.constant_(bbox_embed.layers[-1].bias, 0.0)
         for proj in self.input_proj:

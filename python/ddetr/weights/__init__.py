@@ -1,0 +1,84 @@
+"""Deformable DETR weights in either layout: the official release's (`backbone.0.body.*`,
+`transformer.*`) and transformers' (HF hub files and save_pretrained folders, as
+transformers 4.x names them, and 5.x's in-memory names).
+
+    state, info = ddetr.weights.load("deformable_detr_r50.pth")     # or an HF folder / .bin / .safetensors
+    model = ddetr.models.build_model(**info.options); load_strict(model, state, info.path)
+    ddetr.weights.convert("r50.pth", "r50-hf/", to="hf")            # and back: to="official"
+    summary = ddetr.weights.load_matching(model_with_3_classes, "r50.pth")   # fine-tuning
+
+`load` always returns the official layout, which ddetr's model loads with strict=True."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from . import files
+from .errors import WeightsError, first
+from .fitting import load_matching, load_strict
+from .hf_config import from_config, to_config
+from .layout import backbone_route, complete_heads, detect_layout, hf_to_official, official_to_hf, strip_wrappers
+from .variant import describe, variant_name
+
+
+@dataclass
+class WeightsInfo:
+    path: str
+    layout: str                   # 'official' or 'hf' (the source's)
+    variant: str                  # 'default', 'single-scale', 'box-refine', 'two-stage'
+    num_classes: int
+    options: dict                 # ddetr model options the weights imply (ddetr.models.DEFAULTS names)
+    backbone_route: str | None = None         # HF sources: 'transformers' or 'timm' names
+    id2label: dict = field(default_factory=dict)  # HF config.json's class names, if any
+
+
+def load(path) -> tuple[dict, WeightsInfo]:
+    """(state dict in ddetr's official layout, WeightsInfo) from a file or an HF folder."""
+    where = os.fspath(path)
+    state, config = files.read(where)
+    state = strip_wrappers(state)
+    layout = detect_layout(state)
+    if layout is None:
+        raise WeightsError(f"{where}: neither the official nor the HF layout of Deformable DETR "
+                           f"(no transformer.level_embed / model.level_embed); keys: {first(state)}")
+    official = hf_to_official(state, where) if layout == "hf" else complete_heads(state, where)
+    stated = from_config(config, where) if config else {}
+    options = describe(official, where, nheads=stated.get("nheads"))
+    for name, value in stated.items():
+        if name in options and options[name] != value:
+            raise WeightsError(f"{where}: config.json gives {name}={value!r} but the weights have "
+                               f"{name}={options[name]!r}")
+        options[name] = value
+    id2label = {int(k): v for k, v in (config or {}).get("id2label", {}).items()}
+    return official, WeightsInfo(where, layout, variant_name(options), options["num_classes"], options,
+                                 backbone_route(state) if layout == "hf" else None, id2label)
+
+
+def convert(src, dst, to: str = "hf", backbone: str = "transformers", id2label: dict | None = None,
+            options: dict | None = None) -> WeightsInfo:
+    """Convert `src` (either layout, any format) to `dst`. to='hf': `dst` is a folder that
+    gets config.json + model.safetensors (pytorch_model.bin without safetensors installed);
+    `backbone` picks the ResNet names and config: 'transformers' (loads with no timm) or
+    'timm' (as hub files). to='official': `dst` is a .pth ({'model': state}) or .safetensors.
+    `options`: what the tensors cannot tell, for config.json (e.g. two-stage `num_queries`)."""
+    state, info = load(src)
+    info.options.update(options or {})
+    dst = os.fspath(dst)
+    if to == "hf":
+        names = id2label or info.id2label or None
+        config = to_config(info.options, backbone, names)
+        try:
+            import safetensors  # noqa: F401
+            use_safetensors = True
+        except ImportError:
+            use_safetensors = False
+        files.write_hf_folder(official_to_hf(state, backbone, info.path), config, dst, use_safetensors)
+    elif to == "official":
+        files.write_state(state, dst)
+    else:
+        raise ValueError(f"to must be 'hf' or 'official', got {to!r}")
+    return info
+
+
+__all__ = ["load", "convert", "load_strict", "load_matching", "WeightsInfo", "WeightsError",
+           "official_to_hf", "hf_to_official", "to_config"]
