@@ -11,7 +11,8 @@ both alike. Prints the median per build and the ratio.
     python benchmarks/compare_builds.py --build old=/tmp/old-install --build new= --rounds 7
 
 `--build NAME=PATH` puts PATH first on PYTHONPATH (empty: the ddetr installed in this
-interpreter's environment).
+interpreter's environment). `--threads 1` with the CPU-time column is the steadiest
+comparison on a machine that other jobs share: CPU time counts only this process's work.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import json, sys, time
 sys.path.insert(0, {here!r})
 import torch, ddetr
 from shapes import op_inputs
+if {threads}:
+    torch.set_num_threads({threads})
 torch.manual_seed(0)
 inputs = op_inputs({shape!r}, {batch}, "cpu", torch.float32, requires_grad=True)
 args = [inputs[k] for k in ("value", "spatial_shapes", "level_start_index",
@@ -50,21 +53,23 @@ def forward_backward():
 result = {{"build_torch": ddetr.build_info()["torch_version"], "file": ddetr.__file__}}
 for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
     fn()  # warm-up: first-touch page faults, the thread pool
-    times = []
+    times, cpu = [], []
     for _ in range({repeats}):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     result[name] = min(times)
+    result[name + "_cpu"] = min(cpu)
 print(json.dumps(result))
 """
 
 
-def run_build(path: str, shape: str, batch: int, repeats: int) -> dict:
+def run_build(path: str, shape: str, batch: int, repeats: int, threads: int) -> dict:
     env = dict(os.environ)
     if path:
         env["PYTHONPATH"] = path + os.pathsep + env.get("PYTHONPATH", "")
-    code = CHILD.format(here=HERE, shape=shape, batch=batch, repeats=repeats)
+    code = CHILD.format(here=HERE, shape=shape, batch=batch, repeats=repeats, threads=threads)
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          cwd="/", timeout=600)
     if res.returncode != 0:
@@ -80,26 +85,28 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=7, help="subprocesses per build")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per subprocess (best kept)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     builds = []
     for spec in args.build:
         if "=" not in spec:
             parser.error(f"--build takes NAME=PATH, got {spec!r}")
         builds.append(tuple(spec.split("=", 1)))
-    times = {name: {"forward": [], "forward_backward": []} for name, _ in builds}
+    modes = ("forward", "forward_backward", "forward_cpu", "forward_backward_cpu")
+    times = {name: {mode: [] for mode in modes} for name, _ in builds}
     for r in range(args.rounds):
         order = builds if r % 2 == 0 else builds[::-1]
         for name, path in order:
-            res = run_build(path, args.shape, args.batch, args.repeats)
-            for mode in ("forward", "forward_backward"):
+            res = run_build(path, args.shape, args.batch, args.repeats, args.threads)
+            for mode in modes:
                 times[name][mode].append(res[mode])
             print(f"round {r + 1}: {name} (built for torch {res['build_torch']}): "
                   f"forward {res['forward'] * 1e3:.2f} ms, "
                   f"forward+backward {res['forward_backward'] * 1e3:.2f} ms", flush=True)
     first = builds[0][0]
     print(f"\nmedians over {args.rounds} rounds, {args.shape} N={args.batch} float32, "
-          f"{os.cpu_count()} CPUs:")
-    for mode in ("forward", "forward_backward"):
+          f"{args.threads or 'default'} threads, {os.cpu_count()} CPUs (_cpu: process CPU time):")
+    for mode in modes:
         base = statistics.median(times[first][mode])
         for name, _ in builds:
             med = statistics.median(times[name][mode])
