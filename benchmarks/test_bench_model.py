@@ -105,7 +105,7 @@ def test_model(benchmark, mode, device):
 
         def fn():
             losses = criterion(model(images), targets)
-            loss = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
+            loss = criterion.weighted_total(losses)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 0.1)

@@ -71,6 +71,11 @@ def test_loss_keys_aux_and_enc():
     assert set(crit.weight_dict) == {k + s for k in ("loss_ce", "loss_bbox", "loss_giou") for s in ("", "_0", "_1", "_enc")}
     assert crit.weight_dict["loss_ce_1"] == 2 and crit.weight_dict["loss_bbox_enc"] == 5 and crit.weight_dict["loss_giou"] == 2
     assert all(torch.isfinite(v) for v in losses.values())
+    # the training loss: 2 / 5 / 2 times the class / L1 / GIoU losses of every output; the
+    # diagnostics (class_error, cardinality_error) count for nothing
+    expected_total = sum(w * losses[name + s] for name, w in (("loss_ce", 2), ("loss_bbox", 5), ("loss_giou", 2))
+                         for s in ("", "_0", "_1", "_enc"))
+    assert crit.weighted_total(losses).item() == pytest.approx(expected_total.item(), rel=1e-6)
 
 
 def test_enc_losses_are_class_agnostic():
@@ -97,7 +102,7 @@ def test_empty_targets_train():
     # all queries are negatives; num_boxes clamps to 1
     expected = sigmoid_focal_loss(logits, torch.zeros_like(logits), 1) * 5
     assert losses["loss_ce"].item() == pytest.approx(expected.item())
-    total = sum(losses[k] * crit.weight_dict[k] for k in losses if k in crit.weight_dict)
+    total = crit.weighted_total(losses)
     total.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 

@@ -80,7 +80,7 @@ def test_gradient_reaches_every_trainable_parameter_and_no_frozen_one(variant):
     model.train()
     out = model(_images())
     losses = criterion(out, _targets())
-    loss = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
+    loss = criterion.weighted_total(losses)
     loss.backward()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     frozen = [(n, p) for n, p in model.named_parameters() if not p.requires_grad]
@@ -133,7 +133,7 @@ def test_train_step_with_only_empty_targets():
     empty = [dict(labels=torch.zeros(0, dtype=torch.int64), boxes=torch.zeros(0, 4))] * 2
     out = model(_images(sizes=SIZES[:2]))
     losses = criterion(out, empty)
-    loss = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
+    loss = criterion.weighted_total(losses)
     assert torch.isfinite(loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

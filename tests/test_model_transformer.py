@@ -77,9 +77,9 @@ def test_decoder_without_refinement_keeps_references():
     pos = [torch.randn_like(s) for s in srcs]
     query = torch.randn(7, 128)
     with torch.no_grad():
-        hs, init_ref, inter_refs, enc_class, enc_coord = t(srcs, masks, pos, query)
+        hs, init_ref, inter_refs, boxes, enc_class, enc_coord = t(srcs, masks, pos, query)
     assert hs.shape == (2, 2, 7, 64) and init_ref.shape == (2, 7, 2) and inter_refs.shape == (2, 2, 7, 2)
-    assert enc_class is None and enc_coord is None
+    assert boxes is None and enc_class is None and enc_coord is None
     assert torch.equal(inter_refs[0], init_ref) and torch.equal(inter_refs[1], init_ref)
     assert torch.allclose(init_ref, t.reference_points(query[:, :64]).sigmoid()[None].expand(2, -1, -1))
 
@@ -93,7 +93,7 @@ def test_two_stage_selects_top_scoring_proposals():
     srcs = [torch.randn(1, 64, 4, 5), torch.randn(1, 64, 2, 3)]
     masks = [torch.zeros(1, 4, 5, dtype=torch.bool), torch.zeros(1, 2, 3, dtype=torch.bool)]
     with torch.no_grad():
-        hs, init_ref, inter_refs, enc_class, enc_coord = t(srcs, masks, [torch.zeros_like(s) for s in srcs])
+        hs, init_ref, inter_refs, boxes, enc_class, enc_coord = t(srcs, masks, [torch.zeros_like(s) for s in srcs])
     assert enc_class.shape == (1, 26, 3) and enc_coord.shape == (1, 26, 4)
     top = enc_class[0, :, 0].topk(5).indices
     assert torch.allclose(init_ref[0], enc_coord[0, top].sigmoid())

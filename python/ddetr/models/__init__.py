@@ -3,7 +3,7 @@
     model, criterion, postprocessors = ddetr.models.build(**options)
     outputs = model(images)                  # list of (3, H, W) float tensors or a NestedTensor
     losses = criterion(outputs, targets)     # targets: [{'labels': int64 (n,), 'boxes': (n, 4) cxcywh in [0, 1]}]
-    loss = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
+    loss = criterion.weighted_total(losses)
     results = postprocessors['bbox'](outputs, target_sizes)   # (B, 2) original (h, w)
 
 Options are the official command-line flags (see DEFAULTS); unknown names raise TypeError,

@@ -41,7 +41,8 @@ def _check_targets(targets, num_classes):
 
 class SetCriterion(nn.Module):
     """Match with `matcher`, then compute `losses` ('labels', 'boxes', 'cardinality') on
-    every output. Returns a dict of unweighted losses; weight them with `weight_dict`."""
+    every output. Returns a dict of unweighted losses; `weighted_total` turns it into the
+    training loss."""
 
     def __init__(self, num_classes, matcher, weight_dict, losses=("labels", "boxes", "cardinality"),
                  focal_alpha: float = 0.25):
@@ -118,6 +119,11 @@ class SetCriterion(nn.Module):
             bin_targets = [dict(t, labels=torch.zeros_like(t["labels"])) for t in targets]
             losses.update(self._all_losses(outputs["enc_outputs"], bin_targets, num_boxes, "_enc"))
         return losses
+
+    def weighted_total(self, losses: dict) -> torch.Tensor:
+        """The training loss: the sum of each loss times its `weight_dict` entry. Losses
+        without a weight (class_error, cardinality_error) are diagnostics and left out."""
+        return sum(losses[k] * self.weight_dict[k] for k in losses if k in self.weight_dict)
 
 
 def build_weight_dict(cls_loss_coef=2, bbox_loss_coef=5, giou_loss_coef=2, dec_layers=6,

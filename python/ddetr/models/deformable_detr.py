@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..util.misc import NestedTensor, inverse_sigmoid, nested_tensor_from_tensor_list
+from ..util.misc import NestedTensor, nested_tensor_from_tensor_list
 from .backbone import Joiner
-from .deformable_transformer import DeformableTransformer
+from .deformable_transformer import DeformableTransformer, refine_boxes
 
 
 class MLP(nn.Module):
@@ -129,19 +129,14 @@ class DeformableDETR(nn.Module):
             pos.append(self.backbone[1](NestedTensor(src, mask)).to(src.dtype))
 
         query_embed = None if self.two_stage else self.query_embed.weight
-        hs, init_reference, inter_references, enc_class, enc_coord_unact = self.transformer(
+        hs, init_reference, _, refined, enc_class, enc_coord_unact = self.transformer(
             srcs, masks, pos, query_embed)
 
-        outputs_class, outputs_coord = [], []
-        for lvl in range(hs.shape[0]):
-            reference = inverse_sigmoid(init_reference if lvl == 0 else inter_references[lvl - 1])
-            delta = self.bbox_embed[lvl](hs[lvl])
-            if reference.shape[-1] == 4:
-                coord = delta + reference
-            else:
-                coord = torch.cat([delta[..., :2] + reference, delta[..., 2:]], -1)
-            outputs_class.append(self.class_embed[lvl](hs[lvl]))
-            outputs_coord.append(coord.sigmoid())
+        outputs_class = [self.class_embed[lvl](hs[lvl]) for lvl in range(hs.shape[0])]
+        if refined is not None:  # box refinement: the decoder's heads already gave each layer's boxes
+            outputs_coord = list(refined)
+        else:  # every layer's boxes are relative to the same initial references
+            outputs_coord = [refine_boxes(init_reference, self.bbox_embed[lvl](hs[lvl])) for lvl in range(hs.shape[0])]
 
         out = {"pred_logits": outputs_class[-1], "pred_boxes": outputs_coord[-1]}
         if self.aux_loss:

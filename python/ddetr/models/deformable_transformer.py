@@ -20,6 +20,15 @@ def _clones(module: nn.Module, n: int) -> nn.ModuleList:
     return nn.ModuleList([copy.deepcopy(module) for _ in range(n)])
 
 
+def refine_boxes(reference: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """A box head's prediction applied to reference points, in logit space: a 4-d reference
+    (cx, cy, w, h) moves by all of `delta`; a 2-d one (cx, cy) by its first two entries,
+    the last two being the size. Returns normalised (cx, cy, w, h)."""
+    if reference.shape[-1] == 4:
+        return (delta + inverse_sigmoid(reference)).sigmoid()
+    return torch.cat([delta[..., :2] + inverse_sigmoid(reference), delta[..., 2:]], -1).sigmoid()
+
+
 def _ffn(layer, x, norm):
     # The post-norm feed-forward block; its parameters live on the layer itself because
     # official checkpoints name them `linear1`, `linear2` there.
@@ -97,9 +106,11 @@ class DeformableDecoderLayer(nn.Module):
 
 
 class DeformableDecoder(nn.Module):
-    """Returns every layer's output (num_layers, N, Q, C) and the reference points each
-    layer produced. With `bbox_embed` set (box refinement, by DeformableDETR), each layer
-    moves the references by its box head's prediction, detached as in the paper."""
+    """Returns every layer's output (num_layers, N, Q, C), the reference points each layer
+    produced, and with `bbox_embed` set (box refinement, by DeformableDETR) each layer's
+    boxes (num_layers, N, Q, 4), else None. With refinement each layer's box head moves the
+    references; the next layer gets them detached, as in the paper, while the boxes keep
+    their gradient for the loss."""
 
     def __init__(self, layer: DeformableDecoderLayer, num_layers: int):
         super().__init__()
@@ -110,7 +121,7 @@ class DeformableDecoder(nn.Module):
 
     def forward(self, tgt, reference_points, src, spatial_shapes, level_start_index, valid_ratios,
                 query_pos, padding_mask=None):
-        output, intermediate, intermediate_refs = tgt, [], []
+        output, intermediate, intermediate_refs, boxes = tgt, [], [], []
         for lid, layer in enumerate(self.layers):
             if reference_points.shape[-1] == 4:
                 ref_input = reference_points[:, :, None] * torch.cat([valid_ratios, valid_ratios], -1)[:, None]
@@ -118,15 +129,11 @@ class DeformableDecoder(nn.Module):
                 ref_input = reference_points[:, :, None] * valid_ratios[:, None]
             output = layer(output, query_pos, ref_input, src, spatial_shapes, level_start_index, padding_mask)
             if self.bbox_embed is not None:
-                delta = self.bbox_embed[lid](output)
-                if reference_points.shape[-1] == 4:
-                    new_ref = delta + inverse_sigmoid(reference_points)
-                else:
-                    new_ref = torch.cat([delta[..., :2] + inverse_sigmoid(reference_points), delta[..., 2:]], -1)
-                reference_points = new_ref.sigmoid().detach()
+                boxes.append(refine_boxes(reference_points, self.bbox_embed[lid](output)))
+                reference_points = boxes[-1].detach()
             intermediate.append(output)
             intermediate_refs.append(reference_points)
-        return torch.stack(intermediate), torch.stack(intermediate_refs)
+        return torch.stack(intermediate), torch.stack(intermediate_refs), torch.stack(boxes) if boxes else None
 
 
 class DeformableTransformer(nn.Module):
@@ -205,8 +212,9 @@ class DeformableTransformer(nn.Module):
 
     def forward(self, srcs, masks, pos_embeds, query_embed=None):
         """srcs, masks, pos_embeds: per level (N, C, H, W), (N, H, W), (N, C, H, W).
-        Returns decoder outputs (layers, N, Q, C), initial references, per-layer references
-        and, for two-stage, the encoder's class logits and unnormalised proposal boxes."""
+        Returns decoder outputs (layers, N, Q, C), initial references, per-layer references,
+        per-layer refined boxes (None without box refinement) and, for two-stage, the
+        encoder's class logits and unnormalised proposal boxes."""
         spatial_shapes = torch.as_tensor([s.shape[-2:] for s in srcs], dtype=torch.long, device=srcs[0].device)
         src_flatten = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
         mask_flatten = torch.cat([m.flatten(1) for m in masks], 1)
@@ -237,6 +245,6 @@ class DeformableTransformer(nn.Module):
             tgt = tgt[None].expand(n, -1, -1)
             reference_points = self.reference_points(query_pos).sigmoid()
         init_reference = reference_points
-        hs, inter_references = self.decoder(tgt, reference_points, memory, spatial_shapes,
-                                            level_start_index, valid_ratios, query_pos, mask_flatten)
-        return hs, init_reference, inter_references, enc_class, enc_coord_unact
+        hs, inter_references, boxes = self.decoder(tgt, reference_points, memory, spatial_shapes,
+                                                   level_start_index, valid_ratios, query_pos, mask_flatten)
+        return hs, init_reference, inter_references, boxes, enc_class, enc_coord_unact
