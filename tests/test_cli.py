@@ -5,10 +5,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from ddetr import cli
+from ddetr.visualize import MIN_PICTURE_SIZE, colour
 from ddetr.data.synthetic import make_synthetic
 
 TINY = ["--backbone", "resnet18", "--hidden-dim", "32", "--nheads", "4", "--enc-layers", "1",
@@ -51,25 +53,37 @@ def test_predict_with_sampling_points(trained, tmp_path):
     images = [os.path.join(data, "val2017", f) for f in sorted(os.listdir(os.path.join(data, "val2017")))]
     gray = tmp_path / "gray.jpg"
     Image.new("L", (50, 40), 128).save(gray)
-    rc = cli.main(["predict", *images, str(gray), "--checkpoint", str(out / "checkpoint.pth"),
-                   "--output-dir", str(tmp_path / "pred"), "--threshold", "0", "--show-sampling-points"])
+    common = [*images, str(gray), "--checkpoint", str(out / "checkpoint.pth"), "--threshold", "0"]
+    assert cli.main(["predict", *common, "--output-dir", str(tmp_path / "plain")]) == 0
+    rc = cli.main(["predict", *common, "--output-dir", str(tmp_path / "pred"), "--show-sampling-points"])
     assert rc == 0
     res = json.loads((tmp_path / "pred" / "detections.json").read_text())
-    assert len(res) == 4
-    for r in res:
-        assert Image.open(r["output"]).size == Image.open(r["image"]).size
+    plain = json.loads((tmp_path / "plain" / "detections.json").read_text())
+    assert len(res) == 4 and [r["detections"] for r in res] == [r["detections"] for r in plain]
+    label_colours = {colour(label) for label in range(4)}  # 3 classes, labels = category ids 1..3
+    for r, p in zip(res, plain):
+        image = Image.open(r["image"])
+        picture = np.asarray(Image.open(r["output"]).convert("RGB"))
+        # small images are drawn enlarged: the long side becomes MIN_PICTURE_SIZE
+        scale = MIN_PICTURE_SIZE / max(image.size)
+        assert picture.shape[1] == round(image.width * scale) and picture.shape[0] > round(image.height * scale)
         d = r["detections"][0]
         assert {"label", "category_id", "name", "score", "box"} <= set(d)
         assert d["name"] in ("circle", "square", "triangle")
+        # the sampling points are the only difference: dots in the colours of the classes
+        changed = np.any(picture != np.asarray(Image.open(p["output"]).convert("RGB")), axis=-1)
+        assert changed.sum() > 20, "no sampling point was drawn"
+        assert {tuple(c) for c in picture[changed]} <= label_colours
 
 
 def test_demo_tiny(tmp_path, capsys):
     rc = cli.main(["demo", "--output-dir", str(tmp_path), "--epochs", "1", "--num-train", "4",
                    "--num-val", "2", "--max-steps", "1", "--num-pictures", "2", *TINY])
     assert rc == 0
-    assert {"checkpoint.pth", "metrics.json", "log.txt", "data", "predictions",
+    assert {"checkpoint.pth", "metrics.json", "log.txt", "training_curve.png", "data", "predictions",
             "demo_summary.json"} <= set(os.listdir(tmp_path))
     assert len([f for f in os.listdir(tmp_path / "predictions") if f.endswith(".png")]) == 2
+    assert len(os.listdir(tmp_path / "data" / "train2017")) == 4
     assert "AP50" in capsys.readouterr().out
 
 

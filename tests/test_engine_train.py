@@ -6,11 +6,15 @@ import os
 import pytest
 import torch
 
-from ddetr.cli import _fill_defaults, build_parser
+from ddetr.cli import build_parser
+from ddetr.data.collate import collate_fn
 from ddetr.data.synthetic import make_synthetic
 from ddetr.engine import train as T
+from ddetr.engine.build import build_datasets, build_detector
 from ddetr.engine.checkpoint import load_checkpoint
+from ddetr.engine.options import resolve
 from ddetr.engine.optim import build_optimizer
+from ddetr.models.criterion import SetCriterion
 
 TINY = ["--backbone", "resnet18", "--hidden-dim", "32", "--nheads", "4", "--enc-layers", "1",
         "--dec-layers", "1", "--dim-feedforward", "64", "--num-queries", "10",
@@ -25,9 +29,8 @@ def data(tmp_path_factory):
 
 
 def tiny_args(data, out, *extra):
-    args = build_parser().parse_args(["train", "--coco-path", data, "--output-dir", str(out), *TINY, *extra])
-    _fill_defaults(args, {})
-    return args
+    return resolve("train", build_parser().parse_args(["train", "--coco-path", data, "--output-dir", str(out),
+                                                       *TINY, *extra]))
 
 
 @pytest.fixture(autouse=True)
@@ -40,18 +43,15 @@ def one_thread():
 
 
 def test_fixed_batch_loss_drops(data):
-    from ddetr.data.collate import collate_fn
-
     args = tiny_args(data, "unused", "--dropout", "0")
-    train_set, _ = T.build_datasets(args)
-    dist = T.D.DistInfo()
-    model, criterion, _ = T.build_model(args, dist, train_set.num_classes)
+    train_set, _ = build_datasets(args)
+    model, criterion, _ = build_detector(args, torch.device("cpu"), train_set.num_classes)
     opt = build_optimizer(model, 1e-3, 1e-4)
     samples, targets = collate_fn([train_set[i] for i in range(2)])
     losses = []
     model.train()
     for _ in range(25):
-        loss, _ = T._loss(criterion, model(samples), list(targets))
+        loss = criterion.weighted_total(criterion(model(samples), list(targets)))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
@@ -80,8 +80,15 @@ def test_resume_matches_uninterrupted(data, tmp_path):
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["lr_scheduler"] == b["lr_scheduler"]
+    # the whole optimiser state: every parameter's step count and both AdamW moments
     sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
-    assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+    assert sa.keys() == sb.keys()
+    assert len(sa) == sum(len(g["params"]) for g in a["optimizer"]["param_groups"])  # every parameter stepped
+    for i in sa:
+        assert sa[i].keys() == sb[i].keys() == {"step", "exp_avg", "exp_avg_sq"}, sa[i].keys()
+        for name in sa[i]:
+            assert torch.equal(sa[i][name], sb[i][name]), (i, name)
+    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
     for name in ("model", "optimizer", "lr_scheduler", "epoch", "args"):
         assert name in a
 
@@ -93,13 +100,8 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(data, tmp_path, monkeypatch)
     before = load_checkpoint(str(path))
     stamp = os.stat(path).st_mtime_ns
 
-    real = T._loss
-
-    def nan_loss(criterion, outputs, targets):
-        loss, d = real(criterion, outputs, targets)
-        return loss * float("nan"), d
-
-    monkeypatch.setattr(T, "_loss", nan_loss)
+    real = SetCriterion.weighted_total
+    monkeypatch.setattr(SetCriterion, "weighted_total", lambda self, losses: real(self, losses) * float("nan"))
     with pytest.raises(T.NonFiniteLossError, match=r"loss is nan at epoch 2 step 1.*not overwritten"):
         T.train(tiny_args(data, tmp_path, "--epochs", "2", "--max-steps", "1", "--eval-every", "0",
                           "--resume", "auto"))
@@ -111,7 +113,7 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(data, tmp_path, monkeypatch)
 
 def test_official_parameter_groups(data):
     args = tiny_args(data, "unused")
-    model, _, _ = T.build_model(args, T.D.DistInfo(), 4)
+    model, _, _ = build_detector(args, torch.device("cpu"), 4)
     opt = build_optimizer(model, lr=2e-4, lr_backbone=2e-5)
     by_id = {id(p): n for n, p in model.named_parameters()}
     main, backbone, proj = ([by_id[id(p)] for p in g["params"]] for g in opt.param_groups)

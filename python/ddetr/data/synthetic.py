@@ -26,14 +26,16 @@ SHAPES = ("circle", "square", "triangle", "cross", "star", "ring", "diamond", "h
 
 @dataclass
 class SyntheticConfig:
-    num_train: int = 400
+    """The defaults are the data set of `ddetr demo`."""
+
+    num_train: int = 600
     num_val: int = 100
-    num_classes: int = 4            # the first num_classes of SHAPES
-    min_image_size: int = 128       # each side drawn in [min, max]
+    num_classes: int = 4  # the first num_classes of SHAPES
+    min_image_size: int = 128  # each side drawn in [min, max]
     max_image_size: int = 192
     min_objects: int = 1
-    max_objects: int = 4
-    min_object_frac: float = 0.15   # object size as a fraction of the short side
+    max_objects: int = 3
+    min_object_frac: float = 0.2  # object size as a fraction of the short side
     max_object_frac: float = 0.5
     max_overlap: float = 0.3        # IoU allowed between two objects' boxes
     seed: int = 0

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..util.box_ops import box_xyxy_to_cxcywh
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -130,10 +132,7 @@ class Normalize:
         target = dict(target)
         if "boxes" in target:
             h, w = x.shape[-2:]
-            b = target["boxes"]
-            cxcywh = torch.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2,
-                                  b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], -1)
-            target["boxes"] = cxcywh / torch.tensor([w, h, w, h], dtype=torch.float32)
+            target["boxes"] = box_xyxy_to_cxcywh(target["boxes"]) / torch.tensor([w, h, w, h], dtype=torch.float32)
         return x, target
 
 

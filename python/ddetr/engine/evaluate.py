@@ -1,4 +1,4 @@
-"""COCO box evaluation with pycocotools, merged across processes.
+"""COCO box evaluation with pycocotools, merged across processes, and `ddetr eval`.
 
 Each process collects its detections; `CocoEvaluator.summarize` gathers them (a
 DistributedSampler pads the last batch with repeated images: those are deduplicated by
@@ -8,11 +8,19 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import math
+import os
 
 import torch
 
+from ..data.collate import move_targets
 from . import distributed as D
+from . import precision
+from .build import build_datasets, build_loader
+from .checkpoint import model_from_checkpoint
+from .options import from_checkpoint
+from .progress import Progress
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                 "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -79,23 +87,11 @@ class CocoEvaluator:
         return metrics
 
 
-def _float_outputs(x):
-    if torch.is_tensor(x):
-        return x.float() if x.is_floating_point() else x
-    if isinstance(x, dict):
-        return {k: _float_outputs(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_float_outputs(v) for v in x)
-    return x
-
-
 @torch.no_grad()
 def evaluate(model, criterion, postprocessors, loader, coco_gt, device,
              label_to_category=None, amp: bool = False, progress=None) -> dict:
     """Validation losses (averaged over batches and processes) and COCO metrics (on the
     main process; empty dict elsewhere)."""
-    from ..data.collate import move_targets
-
     model.eval()
     if criterion is not None:
         criterion.eval()
@@ -104,14 +100,9 @@ def evaluate(model, criterion, postprocessors, loader, coco_gt, device,
     for i, (samples, targets) in enumerate(loader):
         samples = samples.to(device)
         targets = move_targets(targets, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            outputs = model(samples)
-        outputs = _float_outputs(outputs)
+        outputs = precision.forward(model, samples, amp, device)
         if criterion is not None:
-            losses = criterion(outputs, targets)
-            weights = criterion.weight_dict
-            total = sum(losses[k] * weights[k] for k in losses if k in weights)
-            losses = D.reduce_dict({"loss": total.detach()})
+            losses = D.reduce_dict({"loss": criterion.weighted_total(criterion(outputs, targets)).detach()})
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             n += 1
@@ -128,3 +119,38 @@ def evaluate(model, criterion, postprocessors, loader, coco_gt, device,
         stats.update(metrics)
         stats["coco_summary"] = evaluator.summary
     return {k: v for k, v in stats.items() if not (isinstance(v, float) and math.isnan(v))}
+
+
+def write_metrics(output_dir: str, metrics: dict) -> str:
+    """<output_dir>/metrics.json, replaced whole (a reader never sees half a file)."""
+    path = os.path.join(output_dir, "metrics.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def run_eval(args) -> dict:
+    """`ddetr eval`: a checkpoint on the validation set; writes metrics.json (main process).
+    The image size and detections kept default to those the checkpoint was trained with."""
+    dist = D.init_distributed(args.device)
+    try:
+        model, post, saved = model_from_checkpoint(args.checkpoint, dist.device, args.num_select)
+        args.image_size = from_checkpoint(args.image_size, saved, "image_size")
+        _, val_set = build_datasets(args, need_train=False)
+        loader = build_loader(val_set, args.batch_size, False, dist, 0, args.num_workers)
+        bar = Progress(len(loader), "eval", enabled=dist.is_main and not args.quiet, print_freq=args.print_freq)
+        stats = evaluate(model, None, post, loader, val_set.coco, dist.device, val_set.label_to_category,
+                         args.amp, bar)
+        if not dist.is_main:
+            return {}
+        summary = stats.pop("coco_summary", "")
+        os.makedirs(args.output_dir, exist_ok=True)
+        metrics = {"checkpoint": os.path.abspath(args.checkpoint), **stats}
+        write_metrics(args.output_dir, metrics)
+        if not args.quiet:
+            print(summary, end="")
+        return metrics
+    finally:
+        D.cleanup()

@@ -54,20 +54,3 @@ def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Ten
     area = (rb - lt).clamp(min=0).prod(-1)  # smallest enclosing box
     return iou - (area - union) / area
 
-
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Tight xyxy boxes (N, 4) around boolean masks (N, H, W); zeros for empty masks."""
-    if masks.numel() == 0:
-        return torch.zeros((0, 4), device=masks.device)
-    h, w = masks.shape[-2:]
-    y = torch.arange(h, dtype=torch.float, device=masks.device)
-    x = torch.arange(w, dtype=torch.float, device=masks.device)
-    y, x = torch.meshgrid(y, x, indexing="ij")
-    m = masks.bool()
-    big = torch.tensor(1e8, device=masks.device)
-    x1 = (m * x).flatten(1).max(-1)[0]
-    x0 = torch.where(m, x, big).flatten(1).min(-1)[0]
-    y1 = (m * y).flatten(1).max(-1)[0]
-    y0 = torch.where(m, y, big).flatten(1).min(-1)[0]
-    boxes = torch.stack([x0, y0, x1, y1], 1)
-    return torch.where(m.flatten(1).any(-1, keepdim=True), boxes, torch.zeros_like(boxes))
