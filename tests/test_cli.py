@@ -1,5 +1,6 @@
 """Every `ddetr` command on tiny data: demo, train, eval, predict, bench, python -m ddetr,
 and clear errors for bad input."""
+
 import json
 import os
 import subprocess
@@ -10,22 +11,36 @@ import pytest
 from PIL import Image
 
 from ddetr import cli
-from ddetr.visualize import MIN_PICTURE_SIZE, colour
 from ddetr.data.synthetic import make_synthetic
-
-TINY = ["--backbone", "resnet18", "--hidden-dim", "32", "--nheads", "4", "--enc-layers", "1",
-        "--dec-layers", "1", "--dim-feedforward", "64", "--num-queries", "10",
-        "--num-feature-levels", "2", "--num-workers", "0", "--device", "cpu", "--quiet"]
+from ddetr.visualize import MIN_PICTURE_SIZE, colour
+from tiny import TINY_CLI
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    data = make_synthetic(str(root / "syn"), num_train=6, num_val=3, min_image_size=48,
-                          max_image_size=64, num_classes=3)
+    data = make_synthetic(
+        str(root / "syn"), num_train=6, num_val=3, min_image_size=48, max_image_size=64, num_classes=3
+    )
     out = root / "run"
-    rc = cli.main(["train", "--coco-path", data, "--output-dir", str(out), "--epochs", "1",
-                   "--batch-size", "2", "--image-size", "64", "--max-steps", "2", *TINY])
+    rc = cli.main(
+        [
+            "train",
+            "--coco-path",
+            data,
+            "--output-dir",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--image-size",
+            "64",
+            "--max-steps",
+            "2",
+            *TINY_CLI,
+        ]
+    )
     assert rc == 0
     return data, out
 
@@ -33,7 +48,7 @@ def trained(tmp_path_factory):
 def test_train_outputs(trained):
     _, out = trained
     assert {"checkpoint.pth", "log.txt", "metrics.json"} <= set(os.listdir(out))
-    log = [json.loads(l) for l in (out / "log.txt").read_text().splitlines()]
+    log = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
     assert log[-1]["epoch"] == 0 and "train_loss" in log[-1] and "test_AP" in log[-1]
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(metrics)
@@ -41,8 +56,22 @@ def test_train_outputs(trained):
 
 def test_eval(trained, tmp_path):
     data, out = trained
-    rc = cli.main(["eval", "--checkpoint", str(out / "checkpoint.pth"), "--coco-path", data,
-                   "--output-dir", str(tmp_path), "--num-workers", "0", "--device", "cpu", "--quiet"])
+    rc = cli.main(
+        [
+            "eval",
+            "--checkpoint",
+            str(out / "checkpoint.pth"),
+            "--coco-path",
+            data,
+            "--output-dir",
+            str(tmp_path),
+            "--num-workers",
+            "0",
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["images"] == 3 and 0 <= metrics["AP"] <= 1
@@ -77,11 +106,34 @@ def test_predict_with_sampling_points(trained, tmp_path):
 
 
 def test_demo_tiny(tmp_path, capsys):
-    rc = cli.main(["demo", "--output-dir", str(tmp_path), "--epochs", "1", "--num-train", "4",
-                   "--num-val", "2", "--max-steps", "1", "--num-pictures", "2", *TINY])
+    rc = cli.main(
+        [
+            "demo",
+            "--output-dir",
+            str(tmp_path),
+            "--epochs",
+            "1",
+            "--num-train",
+            "4",
+            "--num-val",
+            "2",
+            "--max-steps",
+            "1",
+            "--num-pictures",
+            "2",
+            *TINY_CLI,
+        ]
+    )
     assert rc == 0
-    assert {"checkpoint.pth", "metrics.json", "log.txt", "training_curve.png", "data", "predictions",
-            "demo_summary.json"} <= set(os.listdir(tmp_path))
+    assert {
+        "checkpoint.pth",
+        "metrics.json",
+        "log.txt",
+        "training_curve.png",
+        "data",
+        "predictions",
+        "demo_summary.json",
+    } <= set(os.listdir(tmp_path))
     assert len([f for f in os.listdir(tmp_path / "predictions") if f.endswith(".png")]) == 2
     assert len(os.listdir(tmp_path / "data" / "train2017")) == 4
     assert "AP50" in capsys.readouterr().out
@@ -106,10 +158,29 @@ def test_python_m_ddetr_help():
 def test_bad_annotations_clear_error(trained, tmp_path, capsys):
     data, out = trained
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"images": [{"id": 1, "file_name": "x.png"}], "annotations": [
-        {"id": 5, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10]}], "categories": [{"id": 1}]}))
-    rc = cli.main(["eval", "--checkpoint", str(out / "checkpoint.pth"), "--val-images", data,
-                   "--val-ann", str(bad), "--device", "cpu", "--quiet"])
+    bad.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "x.png"}],
+                "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10]}],
+                "categories": [{"id": 1}],
+            }
+        )
+    )
+    rc = cli.main(
+        [
+            "eval",
+            "--checkpoint",
+            str(out / "checkpoint.pth"),
+            "--val-images",
+            data,
+            "--val-ann",
+            str(bad),
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert rc == 1
     err = capsys.readouterr().err
     assert "bad.json" in err and "annotations[0] (id 5)" in err and "bbox" in err

@@ -1,5 +1,6 @@
 """The training loop: it learns, resumes exactly, stops on a non-finite loss without
 touching the last good checkpoint, and uses the official parameter groups."""
+
 import math
 import os
 
@@ -7,30 +8,31 @@ import pytest
 import torch
 
 from ddetr.cli import build_parser
-from ddetr.data.collate import collate_fn
+from ddetr.data.collate import collate_fn, move_targets
 from ddetr.data.synthetic import make_synthetic
+from ddetr.engine import precision
 from ddetr.engine import train as T
 from ddetr.engine.build import build_datasets, build_detector
 from ddetr.engine.checkpoint import load_checkpoint
-from ddetr.engine.options import resolve
 from ddetr.engine.optim import build_optimizer
+from ddetr.engine.options import resolve
 from ddetr.models.criterion import SetCriterion
+from tiny import TINY_CLI
 
-TINY = ["--backbone", "resnet18", "--hidden-dim", "32", "--nheads", "4", "--enc-layers", "1",
-        "--dec-layers", "1", "--dim-feedforward", "64", "--num-queries", "10",
-        "--num-feature-levels", "2", "--image-size", "64", "--batch-size", "2", "--num-workers", "0",
-        "--device", "cpu", "--quiet", "--lr-backbone", "1e-4"]
+TINY = [*TINY_CLI, *"--image-size 64 --batch-size 2 --lr-backbone 1e-4".split()]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return make_synthetic(str(tmp_path_factory.mktemp("syn")), num_train=8, num_val=4,
-                          min_image_size=48, max_image_size=64, num_classes=3)
+    return make_synthetic(
+        str(tmp_path_factory.mktemp("syn")), num_train=8, num_val=4, min_image_size=48, max_image_size=64, num_classes=3
+    )
 
 
 def tiny_args(data, out, *extra):
-    return resolve("train", build_parser().parse_args(["train", "--coco-path", data, "--output-dir", str(out),
-                                                       *TINY, *extra]))
+    return resolve(
+        "train", build_parser().parse_args(["train", "--coco-path", data, "--output-dir", str(out), *TINY, *extra])
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -103,8 +105,7 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(data, tmp_path, monkeypatch)
     real = SetCriterion.weighted_total
     monkeypatch.setattr(SetCriterion, "weighted_total", lambda self, losses: real(self, losses) * float("nan"))
     with pytest.raises(T.NonFiniteLossError, match=r"loss is nan at epoch 2 step 1.*not overwritten"):
-        T.train(tiny_args(data, tmp_path, "--epochs", "2", "--max-steps", "1", "--eval-every", "0",
-                          "--resume", "auto"))
+        T.train(tiny_args(data, tmp_path, "--epochs", "2", "--max-steps", "1", "--eval-every", "0", "--resume", "auto"))
     after = load_checkpoint(str(path))
     assert os.stat(path).st_mtime_ns == stamp and after["epoch"] == 0
     assert all(torch.equal(before["model"][k], after["model"][k]) for k in before["model"])
@@ -153,9 +154,27 @@ def test_progress_bar_on_terminal_and_in_logs():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_bfloat16_autocast_on_cuda(data, tmp_path):
-    args = tiny_args(data, tmp_path, "--epochs", "1", "--max-steps", "2", "--amp")
-    args.device = "cuda"
+    args = tiny_args(data, tmp_path, "--epochs", "1", "--max-steps", "2", "--amp", "--device", "cuda")
+    device = torch.device("cuda")
+    train_set, _ = build_datasets(args)
+    model, criterion, _ = build_detector(args, device, train_set.num_classes)
+    samples, targets = collate_fn([train_set[i] for i in range(2)])
+    samples, targets = samples.to(device), move_targets(targets, device)
+    dtypes = []
+    hook = model.transformer.decoder.layers[0].linear1.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    model.eval()
+    with torch.no_grad():
+        amp_out = precision.forward(model, samples, True, device)
+        full_out = precision.forward(model, samples, False, device)
+    hook.remove()
+    assert dtypes == [torch.bfloat16, torch.float32]  # --amp really runs the model in bfloat16
+    assert amp_out["pred_logits"].dtype == amp_out["pred_boxes"].dtype == torch.float32  # losses in float32
+    amp_loss = criterion.weighted_total(criterion(amp_out, targets)).item()
+    full_loss = criterion.weighted_total(criterion(full_out, targets)).item()
+    assert amp_loss == pytest.approx(full_loss, rel=0.1)  # bfloat16 keeps ~3 significant digits
+
     metrics = T.train(args)
     ck = load_checkpoint(str(tmp_path / "checkpoint.pth"))
     assert all(v.dtype != torch.bfloat16 for v in ck["model"].values())  # weights stay float32
-    assert 0 <= metrics["AP"] <= 1
+    assert {"AP", "AP50", "AP75"} <= set(metrics) and metrics["images"] == 4
+    assert all(math.isfinite(float(v.float().abs().sum())) for v in ck["model"].values())

@@ -1,8 +1,8 @@
 """Deformable transformer internals against hand-computed values: valid ratios, encoder
 reference points, two-stage proposals and their position embedding, decoder references."""
+
 import math
 
-import pytest
 import torch
 
 from ddetr.models.deformable_transformer import DeformableEncoder, DeformableTransformer
@@ -11,8 +11,16 @@ from ddetr.util.misc import inverse_sigmoid
 
 def _transformer(**kw):
     torch.manual_seed(0)
-    return DeformableTransformer(d_model=64, nhead=4, num_encoder_layers=1, num_decoder_layers=2,
-                                 dim_feedforward=64, dropout=0.0, num_feature_levels=2, **kw)
+    return DeformableTransformer(
+        d_model=64,
+        nhead=4,
+        num_encoder_layers=1,
+        num_decoder_layers=2,
+        dim_feedforward=64,
+        dropout=0.0,
+        num_feature_levels=2,
+        **kw,
+    )
 
 
 def test_valid_ratio():
@@ -86,6 +94,7 @@ def test_decoder_without_refinement_keeps_references():
 
 def test_two_stage_selects_top_scoring_proposals():
     from ddetr.models.deformable_detr import MLP
+
     t = _transformer(two_stage=True, two_stage_num_proposals=5).eval()
     heads = torch.nn.ModuleList([torch.nn.Linear(64, 3) for _ in range(3)])
     boxes = torch.nn.ModuleList([MLP(64, 64, 4, 3) for _ in range(3)])

@@ -45,9 +45,13 @@ def _add_data_options(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument("--val-images", help="image folder of the validation set")
     g.add_argument("--val-ann", help="instances JSON of the validation set")
     size = "default: as the checkpoint was trained" if command == "eval" else _default("image_size")
-    g.add_argument("--image-size", type=int, default=None,
-                   help=f"short side for validation (800 for COCO); training scales and crops are the official "
-                        f"ones scaled by image-size/800; {size}")
+    g.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help=f"short side for validation (800 for COCO); training scales and crops are the official "
+        f"ones scaled by image-size/800; {size}",
+    )
 
 
 def _add_train_options(p: argparse.ArgumentParser, command: str) -> None:
@@ -57,8 +61,12 @@ def _add_train_options(p: argparse.ArgumentParser, command: str) -> None:
         name = flag[2:].replace("-", "_")
         g.add_argument(flag, default=None, help=f"{help}{'; ' if help else ''}{_default(name, command)}", **kw)
 
-    g.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="defaults for options not given: the official recipe or the demo's small CPU model")
+    g.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="defaults for options not given: the official recipe or the demo's small CPU model",
+    )
     a("--output-dir", "checkpoint.pth, log.txt, metrics.json, training_curve.png go here")
     a("--epochs", type=int)
     a("--lr-drop", "epochs between lr x0.1 steps", type=int)
@@ -78,8 +86,11 @@ def _add_train_options(p: argparse.ArgumentParser, command: str) -> None:
     a("--quiet", action="store_true")
     a("--verbose", "print COCOeval's full summary", action="store_true")
     a("--find-unused-parameters", action=argparse.BooleanOptionalAction)
-    a("--train-full-backbone", "also train the stem and layer1 (for random-init backbones)",
-      action=argparse.BooleanOptionalAction)
+    a(
+        "--train-full-backbone",
+        "also train the stem and layer1 (for random-init backbones)",
+        action=argparse.BooleanOptionalAction,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(demo)
     demo.add_argument("--num-train", type=int, default=None, help=argparse.SUPPRESS)
     demo.add_argument("--num-val", type=int, default=None, help=argparse.SUPPRESS)
-    demo.add_argument("--num-pictures", type=int, default=None, help=f"prediction pictures to draw; {_default('num_pictures')}")
+    demo.add_argument(
+        "--num-pictures", type=int, default=None, help=f"prediction pictures to draw; {_default('num_pictures')}"
+    )
     demo.add_argument("--image-size", type=int, default=None, help="short side of the images the model sees")
 
     train = sub.add_parser("train", help="train (single process, or under torchrun for DDP)")
@@ -118,8 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threshold", type=float, default=None, help=_default("threshold"))
     pr.add_argument("--image-size", type=int, default=None, help="default: the training image size")
     pr.add_argument("--device", default=None, help=_default("device", "predict"))
-    pr.add_argument("--show-sampling-points", action="store_true", default=None,
-                    help="overlay the decoder sampling locations of the top detections' queries")
+    pr.add_argument(
+        "--show-sampling-points",
+        action="store_true",
+        default=None,
+        help="overlay the decoder sampling locations of the top detections' queries",
+    )
     pr.add_argument("--top-queries", type=int, default=None, help=_default("top_queries"))
 
     sub.add_parser("bench", help="run the benchmark suite (python -m pytest benchmarks ARGS...)", add_help=False)
@@ -175,8 +192,16 @@ def main(argv: list | None = None) -> int:
         elif args.command == "predict":
             from .engine.predict import predict
 
-            predict(args.images, args.checkpoint, args.output_dir, args.threshold, args.device, args.image_size,
-                    args.show_sampling_points, args.top_queries)
+            predict(
+                args.images,
+                args.checkpoint,
+                args.output_dir,
+                args.threshold,
+                args.device,
+                args.image_size,
+                args.show_sampling_points,
+                args.top_queries,
+            )
     except (DataError, CheckpointError, NonFiniteLossError) as e:
         print(f"ddetr {args.command}: error: {e}", file=sys.stderr)
         return 1

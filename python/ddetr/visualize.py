@@ -24,8 +24,9 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def draw_prediction(image: Image.Image, detections: list, points: list | None = None,
-                    min_size: int = MIN_PICTURE_SIZE) -> Image.Image:
+def draw_prediction(
+    image: Image.Image, detections: list, points: list | None = None, min_size: int = MIN_PICTURE_SIZE
+) -> Image.Image:
     """The image enlarged to a long side of at least `min_size` (never shrunk), on a band
     of margin above and below, with each detection's box and, outside it above its top
     edge, its label and score; `points` (sampling locations) under the boxes.
@@ -83,8 +84,11 @@ def draw_training_curve(epochs: list, size=(900, 420)) -> Image.Image:
         lo, hi = (0.0, 1.0) if title == "AP" else (0.0, max(values, default=1.0) * 1.05 or 1.0)
         _axes(d, box, (min(xs, default=1), max(xs, default=1)), (lo, hi), title, font)
         for k, (name, key, c) in enumerate(series):
-            pts = [(_px(box, x, (min(xs), max(xs)), v, (lo, hi))) for x, e in zip(xs, epochs)
-                   if (v := e.get(key)) is not None]
+            pts = [
+                (_px(box, x, (min(xs), max(xs)), v, (lo, hi)))
+                for x, e in zip(xs, epochs)
+                if (v := e.get(key)) is not None
+            ]
             if len(pts) > 1:
                 d.line(pts, fill=c, width=2)
             for px, py in pts:
@@ -129,8 +133,9 @@ class SamplingRecorder:
         vals = dict(zip(names, args))
         vals.update({k: v for k, v in kwargs.items() if k in names})
         with torch.no_grad():
-            self.loc, self.weights = module.sampling(vals["query"], vals["reference_points"],
-                                                     vals["input_spatial_shapes"])
+            self.loc, self.weights = module.sampling(
+                vals["query"], vals["reference_points"], vals["input_spatial_shapes"]
+            )
 
     def remove(self):
         self.handle.remove()

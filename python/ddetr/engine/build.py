@@ -43,8 +43,10 @@ def build_datasets(args, need_train: bool = True):
     """(train set or None, val set) from --coco-path or the explicit image folder /
     annotation file options."""
     if not has_data(args):
-        raise SystemExit("no data: give --coco-path DIR (COCO layout) or --val-images DIR --val-ann FILE"
-                         + (" --train-images DIR --train-ann FILE" if need_train else ""))
+        raise SystemExit(
+            "no data: give --coco-path DIR (COCO layout) or --val-images DIR --val-ann FILE"
+            + (" --train-images DIR --train-ann FILE" if need_train else "")
+        )
     sizes = official_sizes(args.image_size)
 
     def paths(split):
@@ -63,8 +65,9 @@ def build_datasets(args, need_train: bool = True):
     return train, val
 
 
-def build_loader(dataset, batch_size: int, train: bool, dist: DistInfo, seed: int, num_workers: int,
-                 generator=None) -> DataLoader:
+def build_loader(
+    dataset, batch_size: int, train: bool, dist: DistInfo, seed: int, num_workers: int, generator=None
+) -> DataLoader:
     # One DistributedSampler in every case: with one replica it is a seeded shuffle whose
     # order depends only on (seed, epoch), which makes resuming exact.
     sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=train, seed=seed)
@@ -72,10 +75,17 @@ def build_loader(dataset, batch_size: int, train: bool, dist: DistInfo, seed: in
     if train:
         drop_last = len(sampler) >= batch_size  # a tiny set still yields one batch
         batches = BatchSampler(sampler, batch_size, drop_last=drop_last)
-        return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers,
-                          generator=generator, pin_memory=pin)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn,
-                      num_workers=num_workers, pin_memory=pin)
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            collate_fn=collate_fn,
+            num_workers=num_workers,
+            generator=generator,
+            pin_memory=pin,
+        )
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn, num_workers=num_workers, pin_memory=pin
+    )
 
 
 def build_detector(args, device: torch.device, num_classes: int):

@@ -2,6 +2,7 @@
 `args`), written so that a crash at any moment leaves the previous one intact: the new one
 goes to a temporary file in the same folder, is flushed to disk, then renamed over the old
 (a rename within one file system is atomic)."""
+
 from __future__ import annotations
 
 import argparse
@@ -106,8 +107,9 @@ def load_model_state(model, ckpt: dict, path: str) -> None:
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: does not fit the model built from these options "
-                              f"(give the options it was trained with): {e}") from None
+        raise CheckpointError(
+            f"{path}: does not fit the model built from these options (give the options it was trained with): {e}"
+        ) from None
 
 
 def model_from_checkpoint(path: str, device="cpu", num_select: int | None = None):

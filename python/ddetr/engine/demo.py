@@ -32,15 +32,32 @@ def run_demo(args) -> dict:
     metrics = train(args)
     val_images = sorted(glob.glob(os.path.join(args.coco_path, "val2017", "*.png")))[: args.num_pictures]
     pics = os.path.join(out, "predictions")
-    predict(val_images, os.path.join(out, CHECKPOINT), pics, threshold=args.threshold, device=args.device,
-            show_sampling_points=True, top_queries=args.top_queries, quiet=True)
+    predict(
+        val_images,
+        os.path.join(out, CHECKPOINT),
+        pics,
+        threshold=args.threshold,
+        device=args.device,
+        show_sampling_points=True,
+        top_queries=args.top_queries,
+        quiet=True,
+    )
     elapsed = time.time() - t0
-    summary = {"AP": metrics.get("AP"), "AP50": metrics.get("AP50"), "seconds": round(elapsed, 1),
-               "metrics": os.path.join(out, "metrics.json"), "checkpoint": os.path.join(out, CHECKPOINT),
-               "training_curve": os.path.join(out, CURVE), "predictions": pics}
+    summary = {
+        "AP": metrics.get("AP"),
+        "AP50": metrics.get("AP50"),
+        "seconds": round(elapsed, 1),
+        "metrics": os.path.join(out, "metrics.json"),
+        "checkpoint": os.path.join(out, CHECKPOINT),
+        "training_curve": os.path.join(out, CURVE),
+        "predictions": pics,
+    }
     with open(os.path.join(out, "demo_summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
-    print(f"demo done in {elapsed / 60:.1f} min: AP {summary['AP']:.3f}, AP50 {summary['AP50']:.3f}\n"
-          f"  metrics         {summary['metrics']}\n  checkpoint      {summary['checkpoint']}\n"
-          f"  training curve  {summary['training_curve']}\n  pictures        {pics}/", flush=True)
+    print(
+        f"demo done in {elapsed / 60:.1f} min: AP {summary['AP']:.3f}, AP50 {summary['AP50']:.3f}\n"
+        f"  metrics         {summary['metrics']}\n  checkpoint      {summary['checkpoint']}\n"
+        f"  training curve  {summary['training_curve']}\n  pictures        {pics}/",
+        flush=True,
+    )
     return summary

@@ -1,5 +1,6 @@
 """Process groups for `torchrun`: NCCL on GPUs, gloo on CPU, and the few collectives the
 loops need. Without torchrun's environment everything runs as a single process."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Each process collects its detections; `CocoEvaluator.summarize` gathers them (a
 DistributedSampler pads the last batch with repeated images: those are deduplicated by
 image id), and COCOeval runs once, on the main process, over the images seen."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,7 @@ from .checkpoint import model_from_checkpoint
 from .options import from_checkpoint
 from .progress import Progress
 
-METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
-                "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 def to_coco_detections(results: dict, label_to_category: dict | None = None) -> list:
@@ -36,8 +36,14 @@ def to_coco_detections(results: dict, label_to_category: dict | None = None) -> 
             cat = label_to_category.get(int(label)) if label_to_category else int(label)
             if cat is None:  # a class with no category (e.g. COCO's unused ids)
                 continue
-            out.append({"image_id": int(image_id), "category_id": cat,
-                        "bbox": [round(v, 3) for v in box], "score": float(score)})
+            out.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": cat,
+                    "bbox": [round(v, 3) for v in box],
+                    "score": float(score),
+                }
+            )
     return out
 
 
@@ -47,7 +53,7 @@ def coco_metrics(coco_gt, detections: list, image_ids=None) -> tuple:
 
     image_ids = sorted(coco_gt.getImgIds() if image_ids is None else set(image_ids))
     if not detections:  # loadRes rejects an empty list; nothing detected scores zero
-        return {k: 0.0 for k in METRIC_NAMES}, "no detections\n"
+        return dict.fromkeys(METRIC_NAMES, 0.0), "no detections\n"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         coco_dt = coco_gt.loadRes(copy.deepcopy(detections))
@@ -88,8 +94,9 @@ class CocoEvaluator:
 
 
 @torch.no_grad()
-def evaluate(model, criterion, postprocessors, loader, coco_gt, device,
-             label_to_category=None, amp: bool = False, progress=None) -> dict:
+def evaluate(
+    model, criterion, postprocessors, loader, coco_gt, device, label_to_category=None, amp: bool = False, progress=None
+) -> dict:
     """Validation losses (averaged over batches and processes) and COCO metrics (on the
     main process; empty dict elsewhere)."""
     model.eval()
@@ -141,8 +148,7 @@ def run_eval(args) -> dict:
         _, val_set = build_datasets(args, need_train=False)
         loader = build_loader(val_set, args.batch_size, False, dist, 0, args.num_workers)
         bar = Progress(len(loader), "eval", enabled=dist.is_main and not args.quiet, print_freq=args.print_freq)
-        stats = evaluate(model, None, post, loader, val_set.coco, dist.device, val_set.label_to_category,
-                         args.amp, bar)
+        stats = evaluate(model, None, post, loader, val_set.coco, dist.device, val_set.label_to_category, args.amp, bar)
         if not dist.is_main:
             return {}
         summary = stats.pop("coco_summary", "")

@@ -1,4 +1,5 @@
 """Detections on image files with a trained checkpoint: JSON and annotated PNGs."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,17 @@ from .options import from_checkpoint
 
 
 @torch.no_grad()
-def predict(images: list, checkpoint: str, output_dir: str, threshold: float = 0.3, device: str = "cpu",
-            image_size: int | None = None, show_sampling_points: bool = False, top_queries: int = 3,
-            quiet: bool = False) -> list:
+def predict(
+    images: list,
+    checkpoint: str,
+    output_dir: str,
+    threshold: float = 0.3,
+    device: str = "cpu",
+    image_size: int | None = None,
+    show_sampling_points: bool = False,
+    top_queries: int = 3,
+    quiet: bool = False,
+) -> list:
     """Run the model on each image; writes <stem>.png (the image enlarged when small, boxes,
     labels and scores; with `show_sampling_points` where the best queries sample) and
     detections.json (boxes in the image's pixels) to `output_dir`, returns the detections
@@ -36,10 +45,17 @@ def predict(images: list, checkpoint: str, output_dir: str, threshold: float = 0
             outputs = model([x.to(device)])
             r = post["bbox"](outputs, torch.tensor([[image.height, image.width]], device=device))[0]
             dets = []
-            for s, l, b in zip(r["scores"].tolist(), r["labels"].tolist(), r["boxes"].tolist()):
-                if s >= threshold:
-                    dets.append({"label": l, "category_id": to_cat.get(l, l), "name": names.get(l, str(l)),
-                                 "score": round(s, 4), "box": [round(v, 2) for v in b]})
+            for score, label, box in zip(r["scores"].tolist(), r["labels"].tolist(), r["boxes"].tolist()):
+                if score >= threshold:
+                    dets.append(
+                        {
+                            "label": label,
+                            "category_id": to_cat.get(label, label),
+                            "name": names.get(label, str(label)),
+                            "score": round(score, 4),
+                            "box": [round(v, 2) for v in box],
+                        }
+                    )
             points = None
             if recorder is not None and recorder.loc is not None:
                 points = _top_query_points(outputs, recorder, image, top_queries, threshold)

@@ -44,12 +44,24 @@ class NonFiniteLossError(RuntimeError):
 
 
 def _stop(what: str, epoch: int, step: int, detail: str) -> NonFiniteLossError:
-    return NonFiniteLossError(f"{what} at epoch {epoch + 1} step {step + 1}{detail}. "
-                              "Training stopped; the last checkpoint was not overwritten.")
+    return NonFiniteLossError(
+        f"{what} at epoch {epoch + 1} step {step + 1}{detail}. "
+        "Training stopped; the last checkpoint was not overwritten."
+    )
 
 
-def train_one_epoch(model, criterion, loader, optimizer, device, epoch: int, clip_max_norm: float = 0.1,
-                    amp: bool = False, progress: Progress | None = None, max_steps: int | None = None) -> dict:
+def train_one_epoch(
+    model,
+    criterion,
+    loader,
+    optimizer,
+    device,
+    epoch: int,
+    clip_max_norm: float = 0.1,
+    amp: bool = False,
+    progress: Progress | None = None,
+    max_steps: int | None = None,
+) -> dict:
     """One pass over `loader`; returns the epoch's mean losses and the last lr."""
     model.train()
     criterion.train()
@@ -63,12 +75,17 @@ def train_one_epoch(model, criterion, loader, optimizer, device, epoch: int, cli
         loss_dict = criterion(outputs, targets)
         loss = criterion.weighted_total(loss_dict)
         # logged: the total and the final layer's losses (not the per-layer _0, _1, ... copies)
-        logged = D.reduce_dict({"loss": loss.detach(),
-                                **{k: v.detach() for k, v in loss_dict.items() if not k[-1].isdigit()}})
+        logged = D.reduce_dict(
+            {"loss": loss.detach(), **{k: v.detach() for k, v in loss_dict.items() if not k[-1].isdigit()}}
+        )
         value = float(logged["loss"])
         if not math.isfinite(value):  # the same reduced value on every process: all stop
-            raise _stop(f"loss is {value}", epoch, step,
-                        "; losses: " + ", ".join(f"{k}={float(v):.4g}" for k, v in logged.items()))
+            raise _stop(
+                f"loss is {value}",
+                epoch,
+                step,
+                "; losses: " + ", ".join(f"{k}={float(v):.4g}" for k, v in logged.items()),
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip_max_norm > 0:
@@ -109,11 +126,14 @@ def _train(args, dist: D.DistInfo) -> dict:
     model_without_ddp = model
     if dist.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
-            find_unused_parameters=args.find_unused_parameters)
+            model,
+            device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
+            find_unused_parameters=args.find_unused_parameters,
+        )
     n_parameters = sum(p.numel() for p in model_without_ddp.parameters() if p.requires_grad)
-    optimizer = build_optimizer(model_without_ddp, args.lr, args.lr_backbone, args.weight_decay,
-                                args.lr_linear_proj_mult)
+    optimizer = build_optimizer(
+        model_without_ddp, args.lr, args.lr_backbone, args.weight_decay, args.lr_linear_proj_mult
+    )
     scheduler = build_scheduler(optimizer, args.lr_drop)
 
     start_epoch = 0
@@ -136,10 +156,16 @@ def _train(args, dist: D.DistInfo) -> dict:
     if main:
         remove_stale_temporaries(ckpt_path)
         if not resume and not args.backbone_weights and not args.quiet:
-            print(f"note: the {args.backbone} backbone starts from random weights; the official recipe "
-                  "starts from ImageNet ones (--backbone-weights FILE, a torchvision state_dict)", flush=True)
-        print(f"training {n_parameters / 1e6:.2f}M parameters on {len(train_set)} images "
-              f"({dist.world_size} process(es), {dist.device.type}), validating on {len(val_set)}", flush=True)
+            print(
+                f"note: the {args.backbone} backbone starts from random weights; the official recipe "
+                "starts from ImageNet ones (--backbone-weights FILE, a torchvision state_dict)",
+                flush=True,
+            )
+        print(
+            f"training {n_parameters / 1e6:.2f}M parameters on {len(train_set)} images "
+            f"({dist.world_size} process(es), {dist.device.type}), validating on {len(val_set)}",
+            flush=True,
+        )
 
     metrics = {}
     start = time.time()
@@ -148,37 +174,63 @@ def _train(args, dist: D.DistInfo) -> dict:
         seed_everything(args.seed + 1000 * epoch + dist.rank)
         gen.manual_seed(args.seed + 1000 * epoch)
         train_loader.batch_sampler.sampler.set_epoch(epoch)
-        bar = Progress(steps, f"epoch {epoch + 1}/{args.epochs}", enabled=main and not args.quiet,
-                       print_freq=args.print_freq)
-        train_stats = train_one_epoch(model, criterion, train_loader, optimizer, dist.device, epoch,
-                                      args.clip_max_norm, args.amp, bar, args.max_steps)
+        bar = Progress(
+            steps, f"epoch {epoch + 1}/{args.epochs}", enabled=main and not args.quiet, print_freq=args.print_freq
+        )
+        train_stats = train_one_epoch(
+            model,
+            criterion,
+            train_loader,
+            optimizer,
+            dist.device,
+            epoch,
+            args.clip_max_norm,
+            args.amp,
+            bar,
+            args.max_steps,
+        )
         scheduler.step()
         if main:  # after the epoch is complete: a good checkpoint is never replaced by a bad one
-            save_checkpoint({"model": model_without_ddp.state_dict(), "optimizer": optimizer.state_dict(),
-                             "lr_scheduler": scheduler.state_dict(), "epoch": epoch,
-                             "args": args_to_dict(args)}, ckpt_path)
+            save_checkpoint(
+                {
+                    "model": model_without_ddp.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "lr_scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "args": args_to_dict(args),
+                },
+                ckpt_path,
+            )
         test_stats = {}
         if args.eval_every > 0 and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
             ebar = Progress(len(val_loader), "  eval", enabled=main and not args.quiet, print_freq=args.print_freq)
-            test_stats = evaluate(model, criterion, post, val_loader, val_set.coco, dist.device,
-                                  val_set.label_to_category, args.amp, ebar)
+            test_stats = evaluate(
+                model, criterion, post, val_loader, val_set.coco, dist.device, val_set.label_to_category, args.amp, ebar
+            )
         if main:
-            metrics = _log_epoch(args, log_path, epoch, train_stats, test_stats, n_parameters,
-                                 time.time() - start) or metrics
+            metrics = (
+                _log_epoch(args, log_path, epoch, train_stats, test_stats, n_parameters, time.time() - start) or metrics
+            )
     if main and not args.quiet:
-        print(f"training took {datetime.timedelta(seconds=int(time.time() - start))}; "
-              f"checkpoint {ckpt_path}", flush=True)
+        print(
+            f"training took {datetime.timedelta(seconds=int(time.time() - start))}; checkpoint {ckpt_path}", flush=True
+        )
     return metrics
 
 
-def _log_epoch(args, log_path: str, epoch: int, train_stats: dict, test_stats: dict, n_parameters: int,
-               elapsed: float) -> dict | None:
+def _log_epoch(
+    args, log_path: str, epoch: int, train_stats: dict, test_stats: dict, n_parameters: int, elapsed: float
+) -> dict | None:
     """Appends the epoch to log.txt and redraws the training curve; after an evaluation also
     writes metrics.json and returns those metrics."""
     summary = test_stats.pop("coco_summary", None)
-    log = {"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()},
-           **{f"test_{k}": v for k, v in test_stats.items()}, "n_parameters": n_parameters,
-           "time": round(elapsed, 1)}
+    log = {
+        "epoch": epoch,
+        **{f"train_{k}": v for k, v in train_stats.items()},
+        **{f"test_{k}": v for k, v in test_stats.items()},
+        "n_parameters": n_parameters,
+        "time": round(elapsed, 1),
+    }
     with open(log_path, "a", encoding="utf-8") as f:
         f.write(json.dumps(log) + "\n")
     draw_training_curve(read_log(log_path)).save(os.path.join(args.output_dir, CURVE))
@@ -187,8 +239,10 @@ def _log_epoch(args, log_path: str, epoch: int, train_stats: dict, test_stats: d
     metrics = {"epoch": epoch, **{k: v for k, v in test_stats.items() if k != "loss"}}
     write_metrics(args.output_dir, metrics)
     if not args.quiet:
-        print(f"epoch {epoch + 1}: AP {metrics['AP']:.3f}  AP50 {metrics['AP50']:.3f}  "
-              f"AP75 {metrics['AP75']:.3f}", flush=True)
+        print(
+            f"epoch {epoch + 1}: AP {metrics['AP']:.3f}  AP50 {metrics['AP50']:.3f}  AP75 {metrics['AP75']:.3f}",
+            flush=True,
+        )
         if args.verbose and summary:
             print(summary, end="", flush=True)
     return metrics
