@@ -11,30 +11,35 @@ import os
 import subprocess
 import sys
 
-from .engine.options import DEFAULTS, PRESETS
+from .data.coco import DataError
+from .engine.build import synthetic_data
+from .engine.checkpoint import CheckpointError
+from .engine.demo import run_demo
+from .engine.evaluate import run_eval
+from .engine.options import COMMAND_DEFAULTS, DEFAULTS, PRESETS, has_data, resolve
+from .engine.predict import predict
+from .engine.train import NonFiniteLossError, train
+from .models import DEFAULTS as MODEL_DEFAULTS
 
 
 def _default(name: str, command: str | None = None) -> str:
-    from .engine.options import COMMAND_DEFAULTS
+    """The help text's default, as `resolve` will fill it (`ddetr demo` always uses its preset)."""
+    table = {**DEFAULTS, **COMMAND_DEFAULTS.get(command, {}), **(PRESETS["demo"] if command == "demo" else {})}
+    return f"default {table[name]}"
 
-    value = COMMAND_DEFAULTS.get(command, {}).get(name, DEFAULTS[name])
-    return f"default {value}"
 
-
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    from .models import DEFAULTS as MODEL
-
+def _add_model_options(p: argparse.ArgumentParser, command: str) -> None:
     g = p.add_argument_group("model (official names; default: the official values)")
-    for name, default in MODEL.items():
+    for name, default in MODEL_DEFAULTS.items():
         flag = "--" + name.replace("_", "-")
         if isinstance(default, bool):
-            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=_default(name))
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=_default(name, command))
         elif name == "num_classes":
             g.add_argument(flag, type=int, default=None, help="default: from the data set")
         elif name == "backbone_weights":
             g.add_argument(flag, default=None, help="torchvision ResNet state_dict (.pth) to start from")
         else:
-            g.add_argument(flag, type=type(default), default=None, help=_default(name))
+            g.add_argument(flag, type=type(default), default=None, help=_default(name, command))
 
 
 def _add_data_options(p: argparse.ArgumentParser, command: str) -> None:
@@ -99,18 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="synthetic data, a small model trained on the CPU, metrics and pictures")
     _add_train_options(demo, "demo")
-    _add_model_options(demo)
+    _add_model_options(demo, "demo")
     demo.add_argument("--num-train", type=int, default=None, help=argparse.SUPPRESS)
     demo.add_argument("--num-val", type=int, default=None, help=argparse.SUPPRESS)
     demo.add_argument(
         "--num-pictures", type=int, default=None, help=f"prediction pictures to draw; {_default('num_pictures')}"
     )
-    demo.add_argument("--image-size", type=int, default=None, help="short side of the images the model sees")
+    demo.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help=f"short side of the images the model sees; {_default('image_size', 'demo')}",
+    )
 
     train = sub.add_parser("train", help="train (single process, or under torchrun for DDP)")
     _add_data_options(train, "train")
     _add_train_options(train, "train")
-    _add_model_options(train)
+    _add_model_options(train, "train")
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint; writes metrics.json")
     ev.add_argument("--checkpoint", required=True)
@@ -163,44 +173,30 @@ def main(argv: list | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":  # everything after it goes to pytest untouched
         return bench(argv[1:])
-    from .data.coco import DataError
-    from .engine.checkpoint import CheckpointError
-    from .engine.options import has_data, resolve
-    from .engine.train import NonFiniteLossError
-
     args = build_parser().parse_args(argv)
     no_data = args.command == "train" and not has_data(args)
     args = resolve(args.command, args)
     try:
         if args.command == "demo":
-            from .engine.demo import run_demo
-
             run_demo(args)
         elif args.command == "train":
-            from .engine.build import synthetic_data
-            from .engine.train import train
-
             if no_data:
                 args.coco_path = synthetic_data(args)
                 if os.environ.get("RANK", "0") == "0":
                     print(f"no data given: using the synthetic data set in {args.coco_path}", flush=True)
             train(args)
         elif args.command == "eval":
-            from .engine.evaluate import run_eval
-
             run_eval(args)
         elif args.command == "predict":
-            from .engine.predict import predict
-
             predict(
                 args.images,
                 args.checkpoint,
                 args.output_dir,
-                args.threshold,
-                args.device,
-                args.image_size,
-                args.show_sampling_points,
-                args.top_queries,
+                threshold=args.threshold,
+                device=args.device,
+                image_size=args.image_size,
+                show_sampling_points=args.show_sampling_points,
+                top_queries=args.top_queries,
             )
     except (DataError, CheckpointError, NonFiniteLossError) as e:
         print(f"ddetr {args.command}: error: {e}", file=sys.stderr)

@@ -136,17 +136,10 @@ def _train(args, dist: D.DistInfo) -> dict:
     )
     scheduler = build_scheduler(optimizer, args.lr_drop)
 
-    start_epoch = 0
     resume = resume_path(args.resume, args.output_dir)
-    if resume:
-        ckpt = load_checkpoint(resume)
-        load_model_state(model_without_ddp, ckpt, resume)
-        if "optimizer" in ckpt and "lr_scheduler" in ckpt and "epoch" in ckpt:
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["lr_scheduler"])
-            start_epoch = ckpt["epoch"] + 1
-        if main:
-            print(f"resumed from {resume}: epoch {start_epoch} of {args.epochs}", flush=True)
+    start_epoch = _resume(resume, model_without_ddp, optimizer, scheduler) if resume else 0
+    if resume and main:
+        print(f"resumed from {resume}: epoch {start_epoch} of {args.epochs}", flush=True)
 
     gen = torch.Generator()
     train_loader = build_loader(train_set, args.batch_size, True, dist, args.seed, args.num_workers, gen)
@@ -184,10 +177,10 @@ def _train(args, dist: D.DistInfo) -> dict:
             optimizer,
             dist.device,
             epoch,
-            args.clip_max_norm,
-            args.amp,
-            bar,
-            args.max_steps,
+            clip_max_norm=args.clip_max_norm,
+            amp=args.amp,
+            progress=bar,
+            max_steps=args.max_steps,
         )
         scheduler.step()
         if main:  # after the epoch is complete: a good checkpoint is never replaced by a bad one
@@ -216,6 +209,18 @@ def _train(args, dist: D.DistInfo) -> dict:
             f"training took {datetime.timedelta(seconds=int(time.time() - start))}; checkpoint {ckpt_path}", flush=True
         )
     return metrics
+
+
+def _resume(path: str, model, optimizer, scheduler) -> int:
+    """Loads a checkpoint into the model, and when it holds them (a ddetr or official
+    training checkpoint) into the optimiser and scheduler; returns the epoch to start at."""
+    ckpt = load_checkpoint(path)
+    load_model_state(model, ckpt, path)
+    if not ("optimizer" in ckpt and "lr_scheduler" in ckpt and "epoch" in ckpt):
+        return 0
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["lr_scheduler"])
+    return ckpt["epoch"] + 1
 
 
 def _log_epoch(
