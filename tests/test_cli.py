@@ -189,3 +189,9 @@ def test_bad_annotations_clear_error(trained, tmp_path, capsys):
 def test_missing_checkpoint_clear_error(tmp_path, capsys):
     rc = cli.main(["predict", "img.png", "--checkpoint", str(tmp_path / "none.pth")])
     assert rc == 1 and "none.pth: checkpoint not found" in capsys.readouterr().err
+
+
+def test_eval_without_data_names_the_options(trained):
+    _, out = trained
+    with pytest.raises(SystemExit, match=r"no data: give --coco-path DIR .* --val-images DIR --val-ann FILE"):
+        cli.main(["eval", "--checkpoint", str(out / "checkpoint.pth"), "--quiet"])
