@@ -4,11 +4,14 @@ torchvision dependency). Returns C3..C5 (strides 8, 16, 32) with their padding m
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..util.misc import NestedTensor
+from .position_encoding import build_position_encoding
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -221,10 +224,8 @@ def build_backbone(
     backbone_weights=None,
     position_embedding: str = "sine",
     hidden_dim: int = 256,
-    position_embedding_scale: float = 2 * 3.141592653589793,
+    position_embedding_scale: float = 2 * math.pi,
 ):
-    from .position_encoding import build_position_encoding
-
     pos = build_position_encoding(position_embedding, hidden_dim, position_embedding_scale)
     body = Backbone(backbone, lr_backbone > 0, num_feature_levels, dilation, backbone_weights)
     return Joiner(body, pos)

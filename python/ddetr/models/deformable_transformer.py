@@ -180,7 +180,7 @@ class DeformableTransformer(nn.Module):
                 nn.init.xavier_uniform_(p)
         for m in self.modules():  # undo the blanket xavier on the attention's special init
             if isinstance(m, MSDeformAttn):
-                m._reset_parameters()
+                m.reset_parameters()
         if not self.two_stage:
             nn.init.xavier_uniform_(self.reference_points.weight, gain=1.0)
             nn.init.constant_(self.reference_points.bias, 0.0)
