@@ -32,7 +32,8 @@ def draw_prediction(
     edge, its label and score; `points` (sampling locations) under the boxes.
 
     detections: [{'box': [x0, y0, x1, y1], 'label': int, 'name': str, 'score': float}] in
-    the image's pixels; points: [(label, (K, 2) absolute x, y, (K,) weights)]."""
+    the image's pixels; points: [(label, (K, 2) absolute x, y, (K,) weights)]. A label
+    whose place above its box is taken goes below the box."""
     scale = max(1.0, min_size / max(image.size))
     w, h = round(image.width * scale), round(image.height * scale)
     font = _font(max(12, round(max(w, h) / 40)))
@@ -52,17 +53,31 @@ def draw_prediction(
             r = dot * (0.4 + 1.2 * wi)  # larger for more weight
             d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour(label))
     line = max(2, round(max(w, h) / 250))
+    detections = sorted(detections, key=lambda det: -det["score"])  # the best get the first choice of place
+    for det in detections:  # all boxes, then all labels: no line crosses a label
+        d.rectangle([*at(*det["box"][:2]), *at(*det["box"][2:])], outline=colour(det["label"]), width=line)
+    placed = []  # label rectangles drawn so far
     for det in detections:
         c = colour(det["label"])
-        (x0, y0), (x1, y1) = at(*det["box"][:2]), at(*det["box"][2:])
-        d.rectangle([x0, y0, x1, y1], outline=c, width=line)
+        (x0, y0), (_, y1) = at(*det["box"][:2]), at(*det["box"][2:])
         text = f"{det.get('name', det['label'])} {det['score']:.2f}"
-        tw = d.textlength(text, font=font)
-        tx = min(max(0.0, x0), max(0.0, w - tw - 4))  # inside the picture's width
-        ty = max(0.0, y0 - label_h)  # above the box: the top margin keeps room for the top row
-        d.rectangle([tx, ty, tx + tw + 4, ty + label_h - 1], fill=c)
-        d.text((tx + 2, ty + 2), text, fill=(0, 0, 0), font=font)
+        tw = d.textlength(text, font=font) + 4
+        tx = min(max(0.0, x0), max(0.0, w - tw))  # inside the picture's width
+        # above the box (the margins keep room at the picture's edges), else below it where
+        # the place above is taken by another label
+        spots = [(tx, max(0.0, y0 - label_h)), (tx, min(y1 + 1, h + label_h))]
+        rect = next(
+            (r for r in ((x, y, x + tw, y + label_h - 1) for x, y in spots) if not _overlaps(r, placed)),
+            (spots[0][0], spots[0][1], spots[0][0] + tw, spots[0][1] + label_h - 1),
+        )
+        placed.append(rect)
+        d.rectangle(rect, fill=c)
+        d.text((rect[0] + 2, rect[1] + 2), text, fill=(0, 0, 0), font=font)
     return out
+
+
+def _overlaps(rect, others) -> bool:
+    return any(rect[0] < o[2] and o[0] < rect[2] and rect[1] < o[3] and o[1] < rect[3] for o in others)
 
 
 def draw_training_curve(epochs: list, size=(900, 420)) -> Image.Image:
