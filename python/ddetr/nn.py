@@ -54,6 +54,8 @@ class MSDeformAttn(nn.Module):
         nn.init.xavier_uniform_(self.output_proj.weight)
         nn.init.constant_(self.output_proj.bias, 0.0)
 
+    _reset_parameters = reset_parameters  # the 2020 name, which the official transformer calls
+
     def sampling(self, query: torch.Tensor, reference_points: torch.Tensor, spatial_shapes: torch.Tensor):
         """Sampling locations (N, Lq, M, L, P, 2) and softmaxed weights (N, Lq, M, L, P)."""
         n, lq, _ = query.shape
