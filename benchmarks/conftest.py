@@ -5,6 +5,7 @@ Run: `pytest benchmarks --benchmark-json benchmarks/results/<device>.json`, then
 `python benchmarks/report.py benchmarks/results/*.json`. Smoke run (each case once, no
 timing): `pytest benchmarks --benchmark-disable`.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,7 @@ def dtypes(device):
     return [torch.float32, torch.float16, torch.bfloat16]
 
 
-DEVICE_DTYPES = [pytest.param(dev, dt, id=f"{dev}-{str(dt).split('.')[-1]}")
-                 for dev in devices() for dt in dtypes(dev)]
+DEVICE_DTYPES = [pytest.param(dev, dt, id=f"{dev}-{str(dt).split('.')[-1]}") for dev in devices() for dt in dtypes(dev)]
 
 
 def cpu_model() -> str:
@@ -95,8 +95,9 @@ def run_case(benchmark, key, impl, fn, device, rounds, extra=None):
     over the reference measured in the same run (the reference cases run first)."""
     benchmark.group = "/".join(str(k) for k in key)
     benchmark.extra_info.update(extra or {})
-    benchmark.extra_info.update(impl=impl, device=device_name(device),
-                                threads=torch.get_num_threads(), torch=torch.__version__)
+    benchmark.extra_info.update(
+        impl=impl, device=device_name(device), threads=torch.get_num_threads(), torch=torch.__version__
+    )
 
     def timed():
         fn()

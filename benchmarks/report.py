@@ -7,6 +7,7 @@ the columns give ddetr's median time, its speed-up over the pure-PyTorch referen
 measured in the same run (for the thread cases: over one thread), and ddetr's peak memory
 against the reference's.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Benchmark shapes (../shared/reference/benchmarks.md) and input generation."""
+
 from __future__ import annotations
 
 import torch
@@ -27,10 +28,14 @@ def op_inputs(shape: str, batch: int, device, dtype, requires_grad=False, seed=0
     if lq == s:
         # encoder: each query sits on its own pixel, as in the model (reference points at
         # pixel centres), which makes neighbouring queries read neighbouring rows
-        ref = torch.cat([torch.stack(torch.meshgrid((torch.arange(h) + 0.5) / h,
-                                                    (torch.arange(w) + 0.5) / w,
-                                                    indexing="ij")[::-1], -1).view(-1, 2)
-                         for h, w in levels])
+        ref = torch.cat(
+            [
+                torch.stack(
+                    torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing="ij")[::-1], -1
+                ).view(-1, 2)
+                for h, w in levels
+            ]
+        )
         ref = ref.expand(batch, lq, 2)
     else:
         ref = torch.rand(batch, lq, 2, generator=g)
@@ -39,11 +44,14 @@ def op_inputs(shape: str, batch: int, device, dtype, requires_grad=False, seed=0
     offsets = 2.0 * torch.randn(batch, lq, m, nl, p, 2, generator=g) / wh[:, None, :]
     loc = ref[:, :, None, None, None, :] + offsets
     attn = torch.rand(batch, lq, m, nl * p, generator=g).softmax(-1).view(batch, lq, m, nl, p)
-    tensors = [t.to(device=device, dtype=dtype).requires_grad_(requires_grad)
-               for t in (value, loc, attn)]
-    return dict(value=tensors[0], spatial_shapes=spatial_shapes.to(device),
-                level_start_index=compute_level_start_index(spatial_shapes).to(device),
-                sampling_locations=tensors[1], attention_weights=tensors[2])
+    tensors = [t.to(device=device, dtype=dtype).requires_grad_(requires_grad) for t in (value, loc, attn)]
+    return dict(
+        value=tensors[0],
+        spatial_shapes=spatial_shapes.to(device),
+        level_start_index=compute_level_start_index(spatial_shapes).to(device),
+        sampling_locations=tensors[1],
+        attention_weights=tensors[2],
+    )
 
 
 def op_work(inputs) -> dict:
@@ -61,5 +69,6 @@ def op_work(inputs) -> dict:
     points = n * lq * m * nl * p
     elt = v.element_size()
     compulsory = (v.numel() + loc.numel() + inputs["attention_weights"].numel() + n * lq * m * d) * elt
-    return dict(points=points, flops_fwd=points * (8 * d + 30), bytes_fwd=compulsory,
-                gathered_bytes_fwd=points * 4 * d * elt)
+    return dict(
+        points=points, flops_fwd=points * (8 * d + 30), bytes_fwd=compulsory, gathered_bytes_fwd=points * 4 * d * elt
+    )

@@ -2,6 +2,7 @@
 800 x 1066 image at batch 1, and a training step (forward, losses, backward, AdamW step) at
 batch 2. One extra, instrumented run splits the time between backbone, encoder, decoder and
 the ms_deform_attn op (forward and backward); the split goes to extra_info as seconds."""
+
 import time
 
 import pytest
@@ -36,10 +37,10 @@ def _event_time_s(prof, name, device):
 def time_split(model, fn, device, train):
     """Run `fn` once with synchronised forward hooks on the backbone, encoder and decoder
     (wall time) under the profiler (the op's own time: CPU time, or kernel time on CUDA)."""
-    parts = {"backbone": model.backbone, "encoder": model.transformer.encoder,
-             "decoder": model.transformer.decoder}
-    spans, starts, handles = {k: 0.0 for k in parts}, {}, []
+    parts = {"backbone": model.backbone, "encoder": model.transformer.encoder, "decoder": model.transformer.decoder}
+    spans, starts, handles = dict.fromkeys(parts, 0.0), {}, []
     for name, mod in parts.items():
+
         def pre(mod, args, name=name):
             sync(device)
             starts[name] = time.perf_counter()
@@ -47,6 +48,7 @@ def time_split(model, fn, device, train):
         def post(mod, args, out, name=name):
             sync(device)
             spans[name] += time.perf_counter() - starts[name]
+
         handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
     fwd = {}
 
@@ -57,6 +59,7 @@ def time_split(model, fn, device, train):
     def model_post(mod, args, out):
         sync(device)
         fwd["s"] = time.perf_counter() - fwd["start"]
+
     handles += [model.register_forward_pre_hook(model_pre), model.register_forward_hook(model_post)]
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device == "cuda":
@@ -78,9 +81,11 @@ def time_split(model, fn, device, train):
     split["split_op_forward_s"] = _event_time_s(prof, "ddetr::ms_deform_attn", device)
     split["split_op_backward_s"] = _event_time_s(prof, "ddetr::ms_deform_attn_backward", device)
     split["split_total_s"] = total
-    split["split_note"] = ("one profiled run with synchronised hooks (slower than the timed rounds); "
-                           "op time is CPU time of the op on CPU, kernel time on CUDA, and is "
-                           "included in encoder/decoder (forward) and backward")
+    split["split_note"] = (
+        "one profiled run with synchronised hooks (slower than the timed rounds); "
+        "op time is CPU time of the op on CPU, kernel time on CUDA, and is "
+        "included in encoder/decoder (forward) and backward"
+    )
     return split
 
 
@@ -105,14 +110,26 @@ def test_model(benchmark, mode, device):
 
         def fn():
             losses = criterion(model(images), targets)
-            loss = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
+            loss = criterion.weighted_total(losses)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 0.1)
             opt.step()
-    extra = dict(model="deformable_detr_r50", image_size=f"{SIZE[0]}x{SIZE[1]}", batch=batch,
-                 params=sum(p.numel() for p in model.parameters()))
-    run_case(benchmark, ("model", mode, device, "float32", f"N={batch}"), "ddetr", fn, device,
-             ROUNDS[(device, mode)], extra=extra)
+
+    extra = dict(
+        model="deformable_detr_r50",
+        image_size=f"{SIZE[0]}x{SIZE[1]}",
+        batch=batch,
+        params=sum(p.numel() for p in model.parameters()),
+    )
+    run_case(
+        benchmark,
+        ("model", mode, device, "float32", f"N={batch}"),
+        "ddetr",
+        fn,
+        device,
+        ROUNDS[(device, mode)],
+        extra=extra,
+    )
     if not benchmark.disabled:
         benchmark.extra_info.update(time_split(model, fn, device, train=mode == "train"))

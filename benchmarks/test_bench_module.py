@@ -1,5 +1,6 @@
 """MSDeformAttn (projections + op) forward + backward at the COCO encoder and decoder
 shapes, with the compiled op against the pure-PyTorch reference."""
+
 import pytest
 import torch
 
@@ -33,5 +34,11 @@ def test_module_forward_backward(benchmark, impl, shape, device, dtype):
         src.grad = None
 
     rounds = 3 if (device == "cpu" and shape == "encoder") else 10
-    run_case(benchmark, ("MSDeformAttn", shape, "forward_backward", device,
-                         str(dtype).split(".")[-1], f"N={batch}"), impl, step, device, rounds)
+    run_case(
+        benchmark,
+        ("MSDeformAttn", shape, "forward_backward", device, str(dtype).split(".")[-1], f"N={batch}"),
+        impl,
+        step,
+        device,
+        rounds,
+    )

@@ -1,4 +1,5 @@
 """The op, forward and forward + backward, ddetr against the pure-PyTorch reference."""
+
 import pytest
 import torch
 
@@ -12,17 +13,29 @@ op = torch.ops.ddetr.ms_deform_attn
 def impl_fn(impl, inputs, backward):
     args = inputs
     if impl == "ddetr":
+
         def forward():
-            return op(args["value"], args["spatial_shapes"], args["level_start_index"],
-                      args["sampling_locations"], args["attention_weights"], 64)
+            return op(
+                args["value"],
+                args["spatial_shapes"],
+                args["level_start_index"],
+                args["sampling_locations"],
+                args["attention_weights"],
+                64,
+            )
     else:
+
         def forward():
-            return ms_deform_attn_pytorch(args["value"], args["spatial_shapes"],
-                                          args["sampling_locations"], args["attention_weights"])
+            return ms_deform_attn_pytorch(
+                args["value"], args["spatial_shapes"], args["sampling_locations"], args["attention_weights"]
+            )
+
     if not backward:
+
         def run():
             with torch.no_grad():
                 return forward()
+
         return run
     grad = torch.ones(1, device=args["value"].device, dtype=args["value"].dtype)
 
@@ -31,6 +44,7 @@ def impl_fn(impl, inputs, backward):
         torch.autograd.backward(out, grad.expand_as(out))
         for k in ("value", "sampling_locations", "attention_weights"):
             args[k].grad = None
+
     return run
 
 
@@ -46,5 +60,12 @@ def test_op(benchmark, impl, shape, mode, device, dtype):
     inputs = op_inputs(shape, batch, device, dtype, requires_grad=mode != "forward")
     fn = impl_fn(impl, inputs, backward=mode != "forward")
     rounds = ROUNDS.get((shape, device, impl), 20 if shape != "encoder" else 10)
-    run_case(benchmark, ("op", shape, mode, device, str(dtype).split(".")[-1], f"N={batch}"),
-             impl, fn, device, rounds, extra=dict(op_work(inputs), batch=batch))
+    run_case(
+        benchmark,
+        ("op", shape, mode, device, str(dtype).split(".")[-1], f"N={batch}"),
+        impl,
+        fn,
+        device,
+        rounds,
+        extra=dict(op_work(inputs), batch=batch),
+    )

@@ -1,5 +1,6 @@
 """CPU thread scaling of the op at the encoder shape: ddetr at one thread and at every
 thread torch was given, with the speed-up over one thread in the extra info."""
+
 import statistics
 import time
 

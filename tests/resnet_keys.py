@@ -4,7 +4,10 @@
 def torchvision_resnet50_shapes():
     """torchvision resnet50 state_dict names and shapes (less fc), as in checkpoint_keys.md."""
     shapes = {"conv1.weight": (64, 3, 7, 7)}
-    bn = lambda p, c: {f"{p}.{k}": (c,) for k in ("weight", "bias", "running_mean", "running_var")}
+
+    def bn(p, c):
+        return {f"{p}.{k}": (c,) for k in ("weight", "bias", "running_mean", "running_var")}
+
     shapes.update(bn("bn1", 64))
     inplanes = 64
     for li, (planes, blocks) in enumerate([(64, 3), (128, 4), (256, 6), (512, 3)], start=1):

@@ -1,5 +1,6 @@
 """ResNet backbone (torchvision names, frozen BN, C3..C5 + masks), weight loading, and the
 position embeddings."""
+
 import math
 
 import pytest
@@ -13,8 +14,12 @@ from ddetr.util.misc import NestedTensor, nested_tensor_from_tensor_list
 from resnet_keys import torchvision_resnet50_shapes
 
 # torchvision's parameter counts (with fc), and fc's share
-TORCHVISION_PARAMS = {"resnet18": (11_689_512, 513_000), "resnet34": (21_797_672, 513_000),
-                      "resnet50": (25_557_032, 2_049_000), "resnet101": (44_549_160, 2_049_000)}
+TORCHVISION_PARAMS = {
+    "resnet18": (11_689_512, 513_000),
+    "resnet34": (21_797_672, 513_000),
+    "resnet50": (25_557_032, 2_049_000),
+    "resnet101": (44_549_160, 2_049_000),
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,8 +55,9 @@ def test_parameter_counts_match_torchvision(name):
     assert n == total - fc
 
 
-@pytest.mark.parametrize("name,channels", [("resnet18", [128, 256, 512]), ("resnet34", [128, 256, 512]),
-                                           ("resnet50", [512, 1024, 2048])])
+@pytest.mark.parametrize(
+    "name,channels", [("resnet18", [128, 256, 512]), ("resnet34", [128, 256, 512]), ("resnet50", [512, 1024, 2048])]
+)
 def test_outputs_strides_channels_and_masks(name, channels):
     torch.manual_seed(0)
     bb = Backbone(name, num_levels=3)
@@ -64,7 +70,9 @@ def test_outputs_strides_channels_and_masks(name, channels):
         assert f.mask.dtype == torch.bool and f.mask.shape == (2, 96 // s, 128 // s)
         assert not f.mask[0].any()
         # image 1 is 64x64 in a 96x128 canvas: valid exactly in the top-left 64/s square
-        assert not f.mask[1, :64 // s, :64 // s].any() and f.mask[1, 64 // s:].all() and f.mask[1, :, 64 // s:].all()
+        assert (
+            not f.mask[1, : 64 // s, : 64 // s].any() and f.mask[1, 64 // s :].all() and f.mask[1, :, 64 // s :].all()
+        )
 
 
 def test_single_level_returns_c5_only():
@@ -107,12 +115,19 @@ def test_loads_torchvision_state_dict_from_file(tmp_path):
     for k in list(state):
         if k.endswith("running_var"):
             state[k] = state[k].abs() + 0.5
-            state[k[:-len("running_var")] + "num_batches_tracked"] = torch.tensor(7)
+            state[k[: -len("running_var")] + "num_batches_tracked"] = torch.tensor(7)
     state["fc.weight"], state["fc.bias"] = torch.randn(1000, 512), torch.randn(1000)
     path = tmp_path / "resnet18.pth"
     torch.save(state, path)
-    model = build_model(backbone="resnet18", backbone_weights=str(path), hidden_dim=32, nheads=4,
-                        enc_layers=1, dec_layers=1, num_queries=5)
+    model = build_model(
+        backbone="resnet18",
+        backbone_weights=str(path),
+        hidden_dim=32,
+        nheads=4,
+        enc_layers=1,
+        dec_layers=1,
+        num_queries=5,
+    )
     loaded = model.backbone[0].body.state_dict()
     for k, v in loaded.items():
         assert torch.equal(v, state[k]), k

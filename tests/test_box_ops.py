@@ -1,4 +1,5 @@
 """Box conversions, IoU and generalized IoU against hand-computed values."""
+
 import pytest
 import torch
 
@@ -72,9 +73,3 @@ def test_generalized_box_iou_nan_raises():
 def test_generalized_box_iou_bad_shape():
     with pytest.raises(ValueError, match=r"boxes1 must have shape \(N, 4\)"):
         box_ops.generalized_box_iou(torch.zeros(2, 3), torch.zeros(2, 4))
-
-
-def test_masks_to_boxes():
-    m = torch.zeros(2, 5, 6, dtype=torch.bool)
-    m[0, 1:3, 2:5] = True
-    assert torch.equal(box_ops.masks_to_boxes(m), torch.tensor([[2.0, 1.0, 4.0, 2.0], [0.0, 0.0, 0.0, 0.0]]))

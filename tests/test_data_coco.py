@@ -1,17 +1,16 @@
 """The COCO-format loader: official handling of odd boxes, category ids, image modes,
 clear errors for bad input, and padded batches."""
+
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from ddetr.data.coco import CocoDetection, DataError
+from ddetr.data.coco import CocoDetection, DataError, coco_paths
 from ddetr.data.collate import collate_fn
 from ddetr.data.synthetic import make_synthetic
-from ddetr.data.coco import coco_paths
 from ddetr.data.transforms import make_transforms
 
 
@@ -29,10 +28,24 @@ def _basic(tmp_path, mode="RGB", cat_ids=(1, 2)):
     images = [{"id": 7, "file_name": "a.png", "width": 40, "height": 30}]
     anns = [
         {"id": 1, "image_id": 7, "category_id": cat_ids[0], "bbox": [5, 5, 10, 10], "area": 100, "iscrowd": 0},
-        {"id": 2, "image_id": 7, "category_id": cat_ids[1], "bbox": [30, 20, 20, 20], "area": 400, "iscrowd": 0},  # clipped
+        {
+            "id": 2,
+            "image_id": 7,
+            "category_id": cat_ids[1],
+            "bbox": [30, 20, 20, 20],
+            "area": 400,
+            "iscrowd": 0,
+        },  # clipped
         {"id": 3, "image_id": 7, "category_id": cat_ids[0], "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 1},  # crowd
         {"id": 4, "image_id": 7, "category_id": cat_ids[1], "bbox": [10, 10, 0, 5], "area": 0, "iscrowd": 0},  # empty
-        {"id": 5, "image_id": 7, "category_id": cat_ids[1], "bbox": [50, 40, 5, 5], "area": 25, "iscrowd": 0},  # outside
+        {
+            "id": 5,
+            "image_id": 7,
+            "category_id": cat_ids[1],
+            "bbox": [50, 40, 5, 5],
+            "area": 25,
+            "iscrowd": 0,
+        },  # outside
     ]
     cats = [{"id": c, "name": f"c{c}"} for c in cat_ids]
     return _write(tmp_path, images, anns, cats, mode)
@@ -80,15 +93,18 @@ def test_unreadable_image_names_file(tmp_path):
         CocoDetection(folder, ann)[0]
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d["annotations"][0].pop("bbox"), r"annotations\[0\] \(id 1\).*bbox"),
-    (lambda d: d["annotations"][1].update(bbox=[1, 2, "x", 4]), r"annotations\[1\] \(id 2\).*bbox"),
-    (lambda d: d["annotations"][0].update(bbox=[1, 2, float("nan"), 4]), r"annotations\[0\].*finite"),
-    (lambda d: d["annotations"][2].update(image_id=99), r"annotations\[2\].*image_id 99"),
-    (lambda d: d["annotations"][0].update(category_id=42), r"annotations\[0\].*category_id 42"),
-    (lambda d: d["images"][0].pop("file_name"), r"images\[0\].*file_name"),
-    (lambda d: d.pop("categories"), r"categories"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d["annotations"][0].pop("bbox"), r"annotations\[0\] \(id 1\).*bbox"),
+        (lambda d: d["annotations"][1].update(bbox=[1, 2, "x", 4]), r"annotations\[1\] \(id 2\).*bbox"),
+        (lambda d: d["annotations"][0].update(bbox=[1, 2, float("nan"), 4]), r"annotations\[0\].*finite"),
+        (lambda d: d["annotations"][2].update(image_id=99), r"annotations\[2\].*image_id 99"),
+        (lambda d: d["annotations"][0].update(category_id=42), r"annotations\[0\].*category_id 42"),
+        (lambda d: d["images"][0].pop("file_name"), r"images\[0\].*file_name"),
+        (lambda d: d.pop("categories"), r"categories"),
+    ],
+)
 def test_malformed_annotations_name_the_entry(tmp_path, mutate, message):
     folder, ann = _basic(tmp_path)
     with open(ann) as f:
@@ -109,8 +125,7 @@ def test_not_json(tmp_path):
 
 
 def test_synthetic_through_loader_and_padding(tmp_path):
-    root = make_synthetic(str(tmp_path / "syn"), num_train=6, num_val=3, min_image_size=40,
-                          max_image_size=64)
+    root = make_synthetic(str(tmp_path / "syn"), num_train=6, num_val=3, min_image_size=40, max_image_size=64)
     ds = CocoDetection(*coco_paths(root, "train"), transforms=make_transforms("train", 48))
     assert len(ds) == 6 and ds.num_classes == 5
     batch = [ds[i] for i in range(3)]

@@ -1,5 +1,6 @@
 """Transforms against hand-computed boxes, and boxes that follow the pixels through the
 whole random training pipeline."""
+
 import random
 
 import numpy as np
@@ -12,8 +13,12 @@ from ddetr.data import transforms as T
 
 def _target(boxes):
     b = torch.tensor(boxes, dtype=torch.float32)
-    return {"boxes": b, "labels": torch.arange(len(boxes)), "area": (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]),
-            "iscrowd": torch.zeros(len(boxes), dtype=torch.int64)}
+    return {
+        "boxes": b,
+        "labels": torch.arange(len(boxes)),
+        "area": (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]),
+        "iscrowd": torch.zeros(len(boxes), dtype=torch.int64),
+    }
 
 
 def test_hflip_hand_computed():

@@ -1,5 +1,6 @@
 """Checkpoints are written atomically: a failure or a kill mid-save leaves the previous
 complete checkpoint readable."""
+
 import argparse
 import os
 import signal

@@ -1,20 +1,19 @@
 """COCO evaluation: perfect predictions score AP 1.0, shifted boxes less, and detections
 split across processes merge to the same result."""
-import json
 
 import pytest
 import torch
 
-from ddetr.data.coco import coco_from_dict, load_coco_json
+from ddetr.data.coco import coco_from_dict, coco_paths, load_coco_json
 from ddetr.data.synthetic import make_synthetic
-from ddetr.data.coco import coco_paths
 from ddetr.engine.evaluate import CocoEvaluator, coco_metrics, to_coco_detections
 
 
 @pytest.fixture(scope="module")
 def gt(tmp_path_factory):
-    root = make_synthetic(str(tmp_path_factory.mktemp("syn")), num_train=1, num_val=12,
-                          min_image_size=64, max_image_size=96)
+    root = make_synthetic(
+        str(tmp_path_factory.mktemp("syn")), num_train=1, num_val=12, min_image_size=64, max_image_size=96
+    )
     return coco_from_dict(load_coco_json(coco_paths(root, "val")[1]))
 
 
@@ -25,8 +24,11 @@ def _perfect(coco, shift=0.0):
         boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
         boxes += shift * torch.cat([boxes[:, 2:] - boxes[:, :2]] * 2, 1)
-        results[img_id] = {"boxes": boxes, "scores": torch.linspace(1, 0.5, len(anns)),
-                           "labels": torch.tensor([a["category_id"] for a in anns])}
+        results[img_id] = {
+            "boxes": boxes,
+            "scores": torch.linspace(1, 0.5, len(anns)),
+            "labels": torch.tensor([a["category_id"] for a in anns]),
+        }
     return results
 
 
@@ -56,7 +58,7 @@ def test_label_mapping(gt):
     res = _perfect(gt)
     for r in res.values():
         r["labels"] = r["labels"] - 1
-    dets = to_coco_detections(res, {l: l + 1 for l in range(4)})
+    dets = to_coco_detections(res, {label: label + 1 for label in range(4)})
     assert coco_metrics(gt, dets)[0]["AP"] == pytest.approx(1.0)
 
 

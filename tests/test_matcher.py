@@ -1,4 +1,5 @@
 """Hungarian matcher: optimal against brute force, the focal class cost, empty targets."""
+
 import itertools
 
 import pytest
@@ -23,11 +24,14 @@ def _cost_matrix(matcher, logits, boxes, labels, tgt_boxes):
         for j in range(t):
             p = logits[i, labels[j]].double().sigmoid()
             focal_pos = a * (1 - p) ** g * -torch.log(p + 1e-8)
-            focal_neg = (1 - a) * p ** g * -torch.log(1 - p + 1e-8)
+            focal_neg = (1 - a) * p**g * -torch.log(1 - p + 1e-8)
             l1 = (boxes[i] - tgt_boxes[j]).abs().sum().double()
-            giou = generalized_box_iou(box_cxcywh_to_xyxy(boxes[i:i + 1]),
-                                       box_cxcywh_to_xyxy(tgt_boxes[j:j + 1]))[0, 0].double()
-            cost[i, j] = matcher.cost_class * (focal_pos - focal_neg) + matcher.cost_bbox * l1 - matcher.cost_giou * giou
+            giou = generalized_box_iou(box_cxcywh_to_xyxy(boxes[i : i + 1]), box_cxcywh_to_xyxy(tgt_boxes[j : j + 1]))[
+                0, 0
+            ].double()
+            cost[i, j] = (
+                matcher.cost_class * (focal_pos - focal_neg) + matcher.cost_bbox * l1 - matcher.cost_giou * giou
+            )
     return cost
 
 
@@ -51,8 +55,13 @@ def test_matcher_optimal_against_brute_force(seed, num_queries, num_targets):
     bs = 2
     logits = torch.randn(bs, num_queries, num_classes, generator=gen) * 2
     boxes = torch.stack([_random_boxes(num_queries, gen) for _ in range(bs)])
-    targets = [dict(labels=torch.randint(0, num_classes, (num_targets - b,), generator=gen),
-                    boxes=_random_boxes(num_targets - b, gen)) for b in range(bs)]
+    targets = [
+        dict(
+            labels=torch.randint(0, num_classes, (num_targets - b,), generator=gen),
+            boxes=_random_boxes(num_targets - b, gen),
+        )
+        for b in range(bs)
+    ]
     indices = matcher({"pred_logits": logits, "pred_boxes": boxes}, targets)
     assert len(indices) == bs
     for b, (src, tgt) in enumerate(indices):
@@ -72,15 +81,17 @@ def test_matcher_prefers_right_class_and_box():
     logits[0, 1, 0] = 5.0
     boxes = torch.tensor([[[0.7, 0.7, 0.2, 0.2], [0.3, 0.3, 0.2, 0.2]]])
     targets = [dict(labels=torch.tensor([0, 2]), boxes=torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]]))]
-    (src, tgt), = HungarianMatcher()({"pred_logits": logits, "pred_boxes": boxes}, targets)
+    ((src, tgt),) = HungarianMatcher()({"pred_logits": logits, "pred_boxes": boxes}, targets)
     assert dict(zip(src.tolist(), tgt.tolist())) == {0: 1, 1: 0}
 
 
 def test_matcher_empty_targets():
     logits, boxes = torch.randn(3, 5, 4), torch.rand(3, 5, 4) * 0.5 + 0.25
-    targets = [dict(labels=torch.zeros(0, dtype=torch.int64), boxes=torch.zeros(0, 4)),
-               dict(labels=torch.tensor([1]), boxes=torch.tensor([[0.5, 0.5, 0.2, 0.2]])),
-               dict(labels=torch.zeros(0, dtype=torch.int64), boxes=torch.zeros(0, 4))]
+    targets = [
+        dict(labels=torch.zeros(0, dtype=torch.int64), boxes=torch.zeros(0, 4)),
+        dict(labels=torch.tensor([1]), boxes=torch.tensor([[0.5, 0.5, 0.2, 0.2]])),
+        dict(labels=torch.zeros(0, dtype=torch.int64), boxes=torch.zeros(0, 4)),
+    ]
     indices = HungarianMatcher()({"pred_logits": logits, "pred_boxes": boxes}, targets)
     assert [len(i) for i, _ in indices] == [0, 1, 0]
     assert all(i.dtype == torch.int64 for i, _ in indices)

@@ -1,6 +1,7 @@
 """Checkpoint compatibility with the official Deformable DETR release: for each published
 variant, the state_dict keys and shapes equal those of checkpoint_keys.md, a fake official
 state_dict loads with strict=True, and the parameter counts are as published. No forward."""
+
 import pytest
 import torch
 
@@ -19,7 +20,11 @@ def _linear(prefix, out, inp):
 
 
 def _mlp(prefix):
-    return _linear(f"{prefix}.layers.0", 256, 256) | _linear(f"{prefix}.layers.1", 256, 256) | _linear(f"{prefix}.layers.2", 4, 256)
+    return (
+        _linear(f"{prefix}.layers.0", 256, 256)
+        | _linear(f"{prefix}.layers.1", 256, 256)
+        | _linear(f"{prefix}.layers.2", 4, 256)
+    )
 
 
 def official_keys(levels=4, box_refine=False, two_stage=False):
@@ -28,9 +33,12 @@ def official_keys(levels=4, box_refine=False, two_stage=False):
     k["transformer.level_embed"] = (levels, 256)
 
     def msda(prefix):
-        return (_linear(f"{prefix}.sampling_offsets", 8 * levels * 4 * 2, 256)
-                | _linear(f"{prefix}.attention_weights", 8 * levels * 4, 256)
-                | _linear(f"{prefix}.value_proj", 256, 256) | _linear(f"{prefix}.output_proj", 256, 256))
+        return (
+            _linear(f"{prefix}.sampling_offsets", 8 * levels * 4 * 2, 256)
+            | _linear(f"{prefix}.attention_weights", 8 * levels * 4, 256)
+            | _linear(f"{prefix}.value_proj", 256, 256)
+            | _linear(f"{prefix}.output_proj", 256, 256)
+        )
 
     def norm(prefix, c=256):
         return {f"{prefix}.weight": (c,), f"{prefix}.bias": (c,)}
@@ -70,8 +78,12 @@ def _unique_learnable(keys, box_refine):
     """Parameter count from the key list: no frozen-BN buffers, each shared/aliased head once."""
     total = 0
     for name, shape in keys.items():
-        if ".bn" in name or "downsample.1" in name or name.startswith("transformer.decoder.class_embed") \
-                or name.startswith("transformer.decoder.bbox_embed"):
+        if (
+            ".bn" in name
+            or "downsample.1" in name
+            or name.startswith("transformer.decoder.class_embed")
+            or name.startswith("transformer.decoder.bbox_embed")
+        ):
             continue
         if not box_refine and name.startswith(("class_embed.", "bbox_embed.")) and name.split(".")[1] != "0":
             continue  # one shared module saved 6 times
@@ -134,8 +146,13 @@ def test_fake_official_state_dict_loads_strictly(models, variant):
     result = model.load_state_dict(fake, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     state = model.state_dict()
-    for k in ("transformer.level_embed", "backbone.0.body.layer3.2.bn2.running_var", "input_proj.0.1.weight",
-              "class_embed.5.bias", "bbox_embed.0.layers.2.weight"):
+    for k in (
+        "transformer.level_embed",
+        "backbone.0.body.layer3.2.bn2.running_var",
+        "input_proj.0.1.weight",
+        "class_embed.5.bias",
+        "bbox_embed.0.layers.2.weight",
+    ):
         assert torch.equal(state[k], fake[k]), k
 
 
@@ -152,10 +169,13 @@ def test_default_heads_shared_and_refine_heads_independent(models):
 
 def test_official_initialisation():
     import math
+
     bias = -math.log((1 - 0.01) / 0.01)
     # fresh models (the fixture's were overwritten by the loading test); the backbone is irrelevant
-    d, r, t = (build_model(backbone="resnet18", **opts) for opts in
-               (dict(), dict(with_box_refine=True), dict(with_box_refine=True, two_stage=True)))
+    d, r, t = (
+        build_model(backbone="resnet18", **opts)
+        for opts in (dict(), dict(with_box_refine=True), dict(with_box_refine=True, two_stage=True))
+    )
     assert torch.allclose(d.class_embed[0].bias, torch.full((91,), bias))
     last = d.bbox_embed[0].layers[-1]
     assert torch.all(last.weight == 0) and last.bias.tolist() == [0, 0, -2, -2]

@@ -1,15 +1,29 @@
-"""The full model: output shapes and value ranges for the four variants on padded batches
-of mixed sizes, gradient flow, input forms, training on empty targets, the default config."""
+"""The full model: output shapes and the initial boxes (each layer's reference box) of the
+four variants on padded batches of mixed sizes, gradient flow, input forms, training on
+empty targets, the default config."""
+
 import pytest
 import torch
 
 from ddetr.models import build, build_model
 from ddetr.util.misc import NestedTensor, nested_tensor_from_tensor_list
 
-TINY = dict(backbone="resnet18", hidden_dim=64, nheads=8, dim_feedforward=128, enc_layers=2, dec_layers=3,
-            num_queries=20, num_classes=7)
-VARIANTS = {"default": dict(), "single_scale": dict(num_feature_levels=1), "box_refine": dict(with_box_refine=True),
-            "two_stage": dict(with_box_refine=True, two_stage=True)}
+TINY = dict(
+    backbone="resnet18",
+    hidden_dim=64,
+    nheads=8,
+    dim_feedforward=128,
+    enc_layers=2,
+    dec_layers=3,
+    num_queries=20,
+    num_classes=7,
+)
+VARIANTS = {
+    "default": dict(),
+    "single_scale": dict(num_feature_levels=1),
+    "box_refine": dict(with_box_refine=True),
+    "two_stage": dict(with_box_refine=True, two_stage=True),
+}
 SIZES = [(64, 96), (48, 64), (56, 80)]
 
 
@@ -22,9 +36,11 @@ def _images(seed=0, sizes=SIZES):
 
 
 def _targets():
-    return [dict(labels=torch.tensor([1, 6]), boxes=torch.tensor([[0.5, 0.5, 0.3, 0.4], [0.2, 0.3, 0.1, 0.2]])),
-            dict(labels=torch.zeros(0, dtype=torch.int64), boxes=torch.zeros(0, 4)),
-            dict(labels=torch.tensor([0]), boxes=torch.tensor([[0.7, 0.6, 0.4, 0.5]]))]
+    return [
+        dict(labels=torch.tensor([1, 6]), boxes=torch.tensor([[0.5, 0.5, 0.3, 0.4], [0.2, 0.3, 0.1, 0.2]])),
+        dict(labels=torch.zeros(0, dtype=torch.int64), boxes=torch.zeros(0, 4)),
+        dict(labels=torch.tensor([0]), boxes=torch.tensor([[0.7, 0.6, 0.4, 0.5]])),
+    ]
 
 
 def _tiny(variant, **kw):
@@ -33,7 +49,7 @@ def _tiny(variant, **kw):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_shapes_and_ranges(variant):
+def test_shapes_and_initial_boxes(variant):
     model, criterion, post = _tiny(variant)
     model.eval()
     with torch.no_grad():
@@ -41,21 +57,35 @@ def test_shapes_and_ranges(variant):
     b, q, c = 3, TINY["num_queries"], TINY["num_classes"]
     assert out["pred_logits"].shape == (b, q, c) and out["pred_boxes"].shape == (b, q, 4)
     assert torch.isfinite(out["pred_logits"]).all()
-    assert ((out["pred_boxes"] >= 0) & (out["pred_boxes"] <= 1)).all()
     assert len(out["aux_outputs"]) == TINY["dec_layers"] - 1
+    layers = [*out["aux_outputs"], out]
     for aux in out["aux_outputs"]:
         assert aux["pred_logits"].shape == (b, q, c) and aux["pred_boxes"].shape == (b, q, 4)
-        assert ((aux["pred_boxes"] >= 0) & (aux["pred_boxes"] <= 1)).all()
+    # The box heads start at zero (official init): every layer predicts its reference box.
     if variant == "two_stage":
         enc = out["enc_outputs"]
         levels = [(8, 12), (4, 6), (2, 3), (1, 2)]  # strides 8..64 of the 64x96 canvas
         s = sum(h * w for h, w in levels)
         assert enc["pred_logits"].shape == (b, s, c) and enc["pred_boxes"].shape == (b, s, 4)
-        assert ((enc["pred_boxes"] >= 0) & (enc["pred_boxes"] <= 1)).all()
+        # proposals: one box per encoder pixel, 0.05 * 2^level wide and high (1 where disabled)
+        size = torch.cat([torch.full((h * w,), 0.05 * 2**lvl) for lvl, (h, w) in enumerate(levels)])
+        wh = enc["pred_boxes"][..., 2:]
+        valid = (enc["pred_boxes"] < 1).all(-1)
+        assert valid.any(-1).all()
+        assert torch.allclose(wh[valid], size.expand(b, -1)[valid][:, None].expand(-1, 2), rtol=1e-4)
+        # the queries start from proposals, and no layer moves them
+        for layer in layers:
+            dist = torch.cdist(layer["pred_boxes"], enc["pred_boxes"])  # (b, q, s)
+            assert (dist.min(-1).values < 1e-3).all()  # proposals lie >= 0.05 apart
     else:
         assert "enc_outputs" not in out
+        query_pos = model.query_embed.weight[:, : TINY["hidden_dim"]]
+        centres = model.transformer.reference_points(query_pos).sigmoid()  # (q, 2), the same for each image
+        expected = torch.cat([centres, torch.full((q, 2), torch.sigmoid(torch.tensor(-2.0)).item())], -1)
+        for layer in layers:
+            assert torch.allclose(layer["pred_boxes"], expected.expand(b, -1, -1), atol=1e-5)
     results = post["bbox"](out, torch.tensor(SIZES))
-    for r, (h, w) in zip(results, SIZES):
+    for r, (_, w) in zip(results, SIZES):
         assert r["scores"].shape == (100,) and ((r["scores"] > 0) & (r["scores"] < 1)).all()
         assert r["labels"].min() >= 0 and r["labels"].max() < c
         bx = r["boxes"]
@@ -68,7 +98,7 @@ def _break_zero_init(model):
     gradient is observable."""
     gen = torch.Generator().manual_seed(3)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() > 1 and (p == 0).all():
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
 
@@ -80,7 +110,7 @@ def test_gradient_reaches_every_trainable_parameter_and_no_frozen_one(variant):
     model.train()
     out = model(_images())
     losses = criterion(out, _targets())
-    loss = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
+    loss = criterion.weighted_total(losses)
     loss.backward()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     frozen = [(n, p) for n, p in model.named_parameters() if not p.requires_grad]
@@ -133,21 +163,30 @@ def test_train_step_with_only_empty_targets():
     empty = [dict(labels=torch.zeros(0, dtype=torch.int64), boxes=torch.zeros(0, 4))] * 2
     out = model(_images(sizes=SIZES[:2]))
     losses = criterion(out, empty)
-    loss = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
+    loss = criterion.weighted_total(losses)
     assert torch.isfinite(loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-@pytest.mark.parametrize("bad,match", [
-    ([torch.rand(1, 64, 64)], r"samples\[0\] must be a \(3, H, W\) floating-point image"),
-    ([torch.rand(3, 64, 64), torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)], r"samples\[1\]"),
-    ([torch.rand(64, 64)], r"samples\[0\]"),
-    ([], "non-empty list"),
-    ("image.jpg", "samples must be a NestedTensor"),
-    (NestedTensor(torch.rand(1, 4, 64, 64), torch.zeros(1, 64, 64, dtype=torch.bool)), r"samples.tensors must be a \(B, 3, H, W\)"),
-    (NestedTensor(torch.rand(1, 3, 64, 64), torch.zeros(1, 32, 64, dtype=torch.bool)), r"samples.mask must be a bool"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ([torch.rand(1, 64, 64)], r"samples\[0\] must be a \(3, H, W\) floating-point image"),
+        ([torch.rand(3, 64, 64), torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)], r"samples\[1\]"),
+        ([torch.rand(64, 64)], r"samples\[0\]"),
+        ([], "non-empty list"),
+        ("image.jpg", "samples must be a NestedTensor"),
+        (
+            NestedTensor(torch.rand(1, 4, 64, 64), torch.zeros(1, 64, 64, dtype=torch.bool)),
+            r"samples.tensors must be a \(B, 3, H, W\)",
+        ),
+        (
+            NestedTensor(torch.rand(1, 3, 64, 64), torch.zeros(1, 32, 64, dtype=torch.bool)),
+            r"samples.mask must be a bool",
+        ),
+    ],
+)
 def test_bad_images_rejected(bad, match):
     model = _tiny("default")[0]
     with pytest.raises(ValueError, match=match):

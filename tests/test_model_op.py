@@ -1,15 +1,28 @@
 """Every deformable attention of the model runs the compiled op, and gives the same outputs
 and gradients as the pure-PyTorch reference (MSDeformAttn.use_reference = True)."""
+
 import pytest
 import torch
 
 from ddetr.models import build
 from ddetr.nn import MSDeformAttn
 
-TINY = dict(backbone="resnet18", hidden_dim=64, nheads=8, dim_feedforward=128, enc_layers=2, dec_layers=2,
-            num_queries=16, num_classes=5, dropout=0.0)
-VARIANTS = {"default": dict(), "single_scale": dict(num_feature_levels=1),
-            "two_stage": dict(with_box_refine=True, two_stage=True)}
+TINY = dict(
+    backbone="resnet18",
+    hidden_dim=64,
+    nheads=8,
+    dim_feedforward=128,
+    enc_layers=2,
+    dec_layers=2,
+    num_queries=16,
+    num_classes=5,
+    dropout=0.0,
+)
+VARIANTS = {
+    "default": dict(),
+    "single_scale": dict(num_feature_levels=1),
+    "two_stage": dict(with_box_refine=True, two_stage=True),
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -18,8 +31,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture
 def use_reference():
     """Switch MSDeformAttn (the class) to the reference; always switched back."""
+
     def switch(flag):
         MSDeformAttn.use_reference = flag
+
     yield switch
     MSDeformAttn.use_reference = False
 
@@ -43,8 +58,10 @@ def _images():
 
 
 def _targets():
-    return [dict(labels=torch.tensor([1, 4]), boxes=torch.tensor([[0.5, 0.5, 0.3, 0.4], [0.2, 0.3, 0.1, 0.2]])),
-            dict(labels=torch.tensor([0]), boxes=torch.tensor([[0.6, 0.6, 0.4, 0.5]]))]
+    return [
+        dict(labels=torch.tensor([1, 4]), boxes=torch.tensor([[0.5, 0.5, 0.3, 0.4], [0.2, 0.3, 0.1, 0.2]])),
+        dict(labels=torch.tensor([0]), boxes=torch.tensor([[0.6, 0.6, 0.4, 0.5]])),
+    ]
 
 
 def _flat(out):
@@ -76,7 +93,7 @@ def test_model_outputs_and_gradients_match_reference(variant, use_reference):
         model.zero_grad()
         out = model(_images())
         losses = criterion(out, _targets())
-        loss = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
+        loss = criterion.weighted_total(losses)
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         return [t.detach() for t in _flat(out)], grads
@@ -98,8 +115,11 @@ def test_each_module_matches_reference_on_its_own_inputs(use_reference):
     model, _ = _model("default")
     model.eval()
     captured = []
-    hooks = [m.register_forward_hook(lambda mod, args, kwargs, out: captured.append((mod, args, kwargs)), with_kwargs=True)
-             for m in model.modules() if isinstance(m, MSDeformAttn)]
+    hooks = [
+        m.register_forward_hook(lambda mod, args, kwargs, out: captured.append((mod, args, kwargs)), with_kwargs=True)
+        for m in model.modules()
+        if isinstance(m, MSDeformAttn)
+    ]
     with torch.no_grad():
         model(_images())
     for h in hooks:

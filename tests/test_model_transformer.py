@@ -1,8 +1,8 @@
 """Deformable transformer internals against hand-computed values: valid ratios, encoder
 reference points, two-stage proposals and their position embedding, decoder references."""
+
 import math
 
-import pytest
 import torch
 
 from ddetr.models.deformable_transformer import DeformableEncoder, DeformableTransformer
@@ -11,8 +11,16 @@ from ddetr.util.misc import inverse_sigmoid
 
 def _transformer(**kw):
     torch.manual_seed(0)
-    return DeformableTransformer(d_model=64, nhead=4, num_encoder_layers=1, num_decoder_layers=2,
-                                 dim_feedforward=64, dropout=0.0, num_feature_levels=2, **kw)
+    return DeformableTransformer(
+        d_model=64,
+        nhead=4,
+        num_encoder_layers=1,
+        num_decoder_layers=2,
+        dim_feedforward=64,
+        dropout=0.0,
+        num_feature_levels=2,
+        **kw,
+    )
 
 
 def test_valid_ratio():
@@ -77,15 +85,16 @@ def test_decoder_without_refinement_keeps_references():
     pos = [torch.randn_like(s) for s in srcs]
     query = torch.randn(7, 128)
     with torch.no_grad():
-        hs, init_ref, inter_refs, enc_class, enc_coord = t(srcs, masks, pos, query)
+        hs, init_ref, inter_refs, boxes, enc_class, enc_coord = t(srcs, masks, pos, query)
     assert hs.shape == (2, 2, 7, 64) and init_ref.shape == (2, 7, 2) and inter_refs.shape == (2, 2, 7, 2)
-    assert enc_class is None and enc_coord is None
+    assert boxes is None and enc_class is None and enc_coord is None
     assert torch.equal(inter_refs[0], init_ref) and torch.equal(inter_refs[1], init_ref)
     assert torch.allclose(init_ref, t.reference_points(query[:, :64]).sigmoid()[None].expand(2, -1, -1))
 
 
 def test_two_stage_selects_top_scoring_proposals():
     from ddetr.models.deformable_detr import MLP
+
     t = _transformer(two_stage=True, two_stage_num_proposals=5).eval()
     heads = torch.nn.ModuleList([torch.nn.Linear(64, 3) for _ in range(3)])
     boxes = torch.nn.ModuleList([MLP(64, 64, 4, 3) for _ in range(3)])
@@ -93,7 +102,7 @@ def test_two_stage_selects_top_scoring_proposals():
     srcs = [torch.randn(1, 64, 4, 5), torch.randn(1, 64, 2, 3)]
     masks = [torch.zeros(1, 4, 5, dtype=torch.bool), torch.zeros(1, 2, 3, dtype=torch.bool)]
     with torch.no_grad():
-        hs, init_ref, inter_refs, enc_class, enc_coord = t(srcs, masks, [torch.zeros_like(s) for s in srcs])
+        hs, init_ref, inter_refs, boxes, enc_class, enc_coord = t(srcs, masks, [torch.zeros_like(s) for s in srcs])
     assert enc_class.shape == (1, 26, 3) and enc_coord.shape == (1, 26, 4)
     top = enc_class[0, :, 0].topk(5).indices
     assert torch.allclose(init_ref[0], enc_coord[0, top].sigmoid())

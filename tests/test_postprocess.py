@@ -1,4 +1,5 @@
 """PostProcess on constructed outputs: top-k over queries x classes, labels, absolute boxes."""
+
 import pytest
 import torch
 
@@ -8,12 +9,16 @@ from ddetr.models.postprocess import PostProcess
 
 def test_topk_labels_and_boxes():
     logits = torch.full((2, 3, 4), -10.0)
-    logits[0, 1, 2] = 3.0   # best of image 0: query 1, class 2
-    logits[0, 2, 0] = 1.0   # second: query 2, class 0
-    logits[0, 1, 3] = 0.0   # third: query 1 again, another class
+    logits[0, 1, 2] = 3.0  # best of image 0: query 1, class 2
+    logits[0, 2, 0] = 1.0  # second: query 2, class 0
+    logits[0, 1, 3] = 0.0  # third: query 1 again, another class
     logits[1, 0, 1] = 2.0
-    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.25, 0.5, 0.5, 1.0], [0.5, 0.25, 1.0, 0.5]],
-                          [[0.5, 0.5, 1.0, 1.0], [0.1, 0.1, 0.1, 0.1], [0.2, 0.2, 0.2, 0.2]]])
+    boxes = torch.tensor(
+        [
+            [[0.5, 0.5, 0.2, 0.2], [0.25, 0.5, 0.5, 1.0], [0.5, 0.25, 1.0, 0.5]],
+            [[0.5, 0.5, 1.0, 1.0], [0.1, 0.1, 0.1, 0.1], [0.2, 0.2, 0.2, 0.2]],
+        ]
+    )
     sizes = torch.tensor([[100, 200], [50, 40]])  # (h, w)
     res = PostProcess(num_select=3)({"pred_logits": logits, "pred_boxes": boxes}, sizes)
     assert len(res) == 2
@@ -43,7 +48,9 @@ def test_default_keeps_100_and_label_is_index_mod_classes():
 
 
 def test_fewer_candidates_than_num_select():
-    res = PostProcess()({"pred_logits": torch.randn(1, 5, 3), "pred_boxes": torch.rand(1, 5, 4)}, torch.tensor([[10, 10]]))
+    res = PostProcess()(
+        {"pred_logits": torch.randn(1, 5, 3), "pred_boxes": torch.rand(1, 5, 4)}, torch.tensor([[10, 10]])
+    )
     assert res[0]["scores"].shape == (15,)
 
 

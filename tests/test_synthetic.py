@@ -1,4 +1,5 @@
 """The synthetic data set: deterministic by seed, valid COCO, tight boxes."""
+
 import filecmp
 import json
 import os
@@ -6,9 +7,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from ddetr.data.coco import CocoDetection
+from ddetr.data.coco import CocoDetection, coco_paths
 from ddetr.data.synthetic import make_synthetic
-from ddetr.data.coco import coco_paths
 
 SMALL = dict(num_train=5, num_val=2, min_image_size=48, max_image_size=64)
 

@@ -1,4 +1,5 @@
 """`python -m ddetr ...` (what torchrun runs: `torchrun --nproc_per_node K -m ddetr train ...`)."""
+
 import sys
 
 from .cli import main

@@ -1,6 +1,7 @@
 """MSDeformAttn: the multi-scale deformable attention module of Deformable DETR, with the
 2020 parameter names (sampling_offsets, attention_weights, value_proj, output_proj) and the
 paper's initialisation, so official checkpoints load into it."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,9 @@ class MSDeformAttn(nn.Module):
 
     use_reference = False
 
-    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8,
-                 n_points: int = 4, im2col_step: int = 64):
+    def __init__(
+        self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4, im2col_step: int = 64
+    ):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
@@ -32,14 +34,14 @@ class MSDeformAttn(nn.Module):
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, d_model)
         self.output_proj = nn.Linear(d_model, d_model)
-        self._reset_parameters()
+        self.reset_parameters()
 
-    def _reset_parameters(self):
+    def reset_parameters(self):
         # Offsets start as a ring of 8 directions per head, point i at distance i + 1.
         nn.init.constant_(self.sampling_offsets.weight, 0.0)
         thetas = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
         grid = torch.stack([thetas.cos(), thetas.sin()], -1)
-        grid = (grid / grid.abs().max(-1, keepdim=True)[0])
+        grid = grid / grid.abs().max(-1, keepdim=True)[0]
         grid = grid.view(self.n_heads, 1, 1, 2).repeat(1, self.n_levels, self.n_points, 1)
         for i in range(self.n_points):
             grid[:, :, i, :] *= i + 1
@@ -52,8 +54,9 @@ class MSDeformAttn(nn.Module):
         nn.init.xavier_uniform_(self.output_proj.weight)
         nn.init.constant_(self.output_proj.bias, 0.0)
 
-    def sampling(self, query: torch.Tensor, reference_points: torch.Tensor,
-                 spatial_shapes: torch.Tensor):
+    _reset_parameters = reset_parameters  # the 2020 name, which the official transformer calls
+
+    def sampling(self, query: torch.Tensor, reference_points: torch.Tensor, spatial_shapes: torch.Tensor):
         """Sampling locations (N, Lq, M, L, P, 2) and softmaxed weights (N, Lq, M, L, P)."""
         n, lq, _ = query.shape
         m, nl, p = self.n_heads, self.n_levels, self.n_points
@@ -65,17 +68,26 @@ class MSDeformAttn(nn.Module):
             loc = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
         elif reference_points.shape[-1] == 4:
             # boxes (cx, cy, w, h): offsets scaled to half the box size
-            loc = (reference_points[:, :, None, :, None, :2]
-                   + offsets / p * reference_points[:, :, None, :, None, 2:] * 0.5)
+            loc = (
+                reference_points[:, :, None, :, None, :2]
+                + offsets / p * reference_points[:, :, None, :, None, 2:] * 0.5
+            )
         else:
-            raise ValueError("reference_points must end in 2 (x, y) or 4 (cx, cy, w, h) "
-                             f"coordinates, got shape {tuple(reference_points.shape)}")
+            raise ValueError(
+                "reference_points must end in 2 (x, y) or 4 (cx, cy, w, h) "
+                f"coordinates, got shape {tuple(reference_points.shape)}"
+            )
         return loc, weights
 
-    def forward(self, query: torch.Tensor, reference_points: torch.Tensor,
-                input_flatten: torch.Tensor, input_spatial_shapes: torch.Tensor,
-                input_level_start_index: torch.Tensor | None = None,
-                input_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        input_flatten: torch.Tensor,
+        input_spatial_shapes: torch.Tensor,
+        input_level_start_index: torch.Tensor | None = None,
+        input_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """
         query (N, Lq, C); reference_points (N, Lq, L, 2) normalised (x, y) or (N, Lq, L, 4)
         boxes; input_flatten (N, S, C); input_spatial_shapes (L, 2); input_level_start_index
@@ -84,8 +96,10 @@ class MSDeformAttn(nn.Module):
         n, lq, _ = query.shape
         _, s, _ = input_flatten.shape
         if int(input_spatial_shapes.shape[0]) != self.n_levels:
-            raise ValueError(f"input_spatial_shapes has {input_spatial_shapes.shape[0]} levels, "
-                             f"the module was built for n_levels={self.n_levels}")
+            raise ValueError(
+                f"input_spatial_shapes has {input_spatial_shapes.shape[0]} levels, "
+                f"the module was built for n_levels={self.n_levels}"
+            )
         value = self.value_proj(input_flatten)
         if input_padding_mask is not None:
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
@@ -98,6 +112,5 @@ class MSDeformAttn(nn.Module):
         if self.use_reference:
             out = ms_deform_attn_pytorch(value, input_spatial_shapes, loc, weights)
         else:
-            out = ms_deform_attn(value, input_spatial_shapes, loc, weights,
-                                 input_level_start_index, self.im2col_step)
+            out = ms_deform_attn(value, input_spatial_shapes, loc, weights, input_level_start_index, self.im2col_step)
         return self.output_proj(out.to(query.dtype))

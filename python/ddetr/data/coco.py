@@ -8,6 +8,7 @@ Labels: with category ids in 0..255 the label is the category id itself, as in t
 code (COCO's 91 classes, and official checkpoints, work unchanged); larger ids are mapped to
 0..K-1 in sorted order. `CocoDetection.label_to_category` undoes either mapping.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,15 +51,23 @@ def load_coco_json(ann_file: str) -> dict:
         where = f"images[{i}]"
         _check(isinstance(img, dict), ann_file, where, "not an object")
         _check(isinstance(img.get("id"), int), ann_file, where, "'id' missing or not an integer")
-        _check(isinstance(img.get("file_name"), str), ann_file, f"{where} (id {img['id']})",
-               "'file_name' missing or not a string")
+        _check(
+            isinstance(img.get("file_name"), str),
+            ann_file,
+            f"{where} (id {img['id']})",
+            "'file_name' missing or not a string",
+        )
         _check(img["id"] not in image_ids, ann_file, where, f"duplicate image id {img['id']}")
         image_ids.add(img["id"])
     cat_ids = set()
     for i, cat in enumerate(data["categories"]):
         where = f"categories[{i}]"
-        _check(isinstance(cat, dict) and isinstance(cat.get("id"), int) and cat["id"] >= 0,
-               ann_file, where, "'id' missing or not a non-negative integer")
+        _check(
+            isinstance(cat, dict) and isinstance(cat.get("id"), int) and cat["id"] >= 0,
+            ann_file,
+            where,
+            "'id' missing or not a non-negative integer",
+        )
         _check(cat["id"] not in cat_ids, ann_file, where, f"duplicate category id {cat['id']}")
         cat_ids.add(cat["id"])
     ann_ids = set()
@@ -69,15 +78,24 @@ def load_coco_json(ann_file: str) -> dict:
             where += f" (id {ann['id']})"
             _check(ann["id"] not in ann_ids, ann_file, where, "duplicate annotation id")
             ann_ids.add(ann["id"])
-        _check(ann.get("image_id") in image_ids, ann_file, where,
-               f"image_id {ann.get('image_id')!r} is not in 'images'")
-        _check(ann.get("category_id") in cat_ids, ann_file, where,
-               f"category_id {ann.get('category_id')!r} is not in 'categories'")
+        _check(
+            ann.get("image_id") in image_ids, ann_file, where, f"image_id {ann.get('image_id')!r} is not in 'images'"
+        )
+        _check(
+            ann.get("category_id") in cat_ids,
+            ann_file,
+            where,
+            f"category_id {ann.get('category_id')!r} is not in 'categories'",
+        )
         box = ann.get("bbox")
-        _check(isinstance(box, (list, tuple)) and len(box) == 4
-               and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                       and math.isfinite(v) for v in box),
-               ann_file, where, f"'bbox' must be 4 finite numbers [x, y, w, h], got {box!r}")
+        _check(
+            isinstance(box, (list, tuple))
+            and len(box) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box),
+            ann_file,
+            where,
+            f"'bbox' must be 4 finite numbers [x, y, w, h], got {box!r}",
+        )
     # pycocotools needs annotation ids: number the entries that lack one.
     next_id = max(ann_ids, default=0) + 1
     for ann in data["annotations"]:
@@ -123,10 +141,13 @@ def prepare_target(anns: list, image_id, w: int, h: int, cat_to_label: dict) -> 
     labels = torch.tensor([cat_to_label[a["category_id"]] for a in anns], dtype=torch.int64)
     area = torch.tensor([float(a.get("area", 0.0)) for a in anns], dtype=torch.float32)
     return {
-        "boxes": boxes[keep], "labels": labels[keep], "area": area[keep],
+        "boxes": boxes[keep],
+        "labels": labels[keep],
+        "area": area[keep],
         "iscrowd": torch.zeros(int(keep.sum()), dtype=torch.int64),
         "image_id": torch.tensor([image_id]),
-        "orig_size": torch.tensor([h, w]), "size": torch.tensor([h, w]),
+        "orig_size": torch.tensor([h, w]),
+        "size": torch.tensor([h, w]),
     }
 
 
@@ -146,12 +167,12 @@ class CocoDetection(torch.utils.data.Dataset):
         else:
             self.label_to_category = dict(enumerate(cat_ids))
             self.num_classes = len(cat_ids)
-        self.category_to_label = {c: l for l, c in self.label_to_category.items()}
+        self.category_to_label = {c: label for label, c in self.label_to_category.items()}
 
     @property
     def category_names(self) -> dict:
         """label -> category name."""
-        return {l: self.coco.cats[c].get("name", str(c)) for l, c in self.label_to_category.items()}
+        return {label: self.coco.cats[c].get("name", str(c)) for label, c in self.label_to_category.items()}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -168,13 +189,13 @@ class CocoDetection(torch.utils.data.Dataset):
         return image, target
 
 
-def build_coco(image_set: str, img_folder: str, ann_file: str, base_size: int = 800,
-               sizes: dict | None = None) -> CocoDetection:
+def build_coco(
+    image_set: str, img_folder: str, ann_file: str, base_size: int = 800, sizes: dict | None = None
+) -> CocoDetection:
     return CocoDetection(img_folder, ann_file, make_transforms(image_set, base_size, sizes))
 
 
 def coco_paths(coco_path: str, image_set: str):
     """The official layout: <root>/{train,val}2017 and annotations/instances_*2017.json."""
     split = {"train": "train2017", "val": "val2017"}[image_set]
-    return (os.path.join(coco_path, split),
-            os.path.join(coco_path, "annotations", f"instances_{split}.json"))
+    return (os.path.join(coco_path, split), os.path.join(coco_path, "annotations", f"instances_{split}.json"))

@@ -1,5 +1,6 @@
 """Batching images of different sizes: padded to the largest, with a mask that is True on
 padding (the model's attention ignores those pixels)."""
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,7 @@ def collate_fn(batch) -> tuple:
 
 
 def move_targets(targets, device) -> list:
-    return [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v)
-             for k, v in t.items()} for t in targets]
+    return [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
 
 
 __all__ = ["NestedTensor", "collate_fn", "move_targets"]

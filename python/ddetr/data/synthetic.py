@@ -11,6 +11,7 @@ so they go through exactly the same loader as COCO. Each image is drawn from its
 generator seeded by (seed, split, index): the same seed gives the same files, and a larger
 set starts with the images of a smaller one.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,16 +27,18 @@ SHAPES = ("circle", "square", "triangle", "cross", "star", "ring", "diamond", "h
 
 @dataclass
 class SyntheticConfig:
-    num_train: int = 400
+    """The defaults are the data set of `ddetr demo`."""
+
+    num_train: int = 600
     num_val: int = 100
-    num_classes: int = 4            # the first num_classes of SHAPES
-    min_image_size: int = 128       # each side drawn in [min, max]
+    num_classes: int = 4  # the first num_classes of SHAPES
+    min_image_size: int = 128  # each side drawn in [min, max]
     max_image_size: int = 192
     min_objects: int = 1
-    max_objects: int = 4
-    min_object_frac: float = 0.15   # object size as a fraction of the short side
+    max_objects: int = 3
+    min_object_frac: float = 0.2  # object size as a fraction of the short side
     max_object_frac: float = 0.5
-    max_overlap: float = 0.3        # IoU allowed between two objects' boxes
+    max_overlap: float = 0.3  # IoU allowed between two objects' boxes
     seed: int = 0
 
 
@@ -46,8 +49,7 @@ def _polygon(shape: str, x0, y0, w, h):
     if shape == "diamond":
         return [(cx, y0), (x0 + w, cy), (cx, y0 + h), (x0, cy)]
     if shape == "hexagon":
-        return [(cx + w / 2 * math.cos(a), cy + h / 2 * math.sin(a))
-                for a in np.arange(6) * math.pi / 3]
+        return [(cx + w / 2 * math.cos(a), cy + h / 2 * math.sin(a)) for a in np.arange(6) * math.pi / 3]
     if shape == "star":
         pts = []
         for k in range(10):
@@ -57,10 +59,20 @@ def _polygon(shape: str, x0, y0, w, h):
         return pts
     if shape == "cross":
         t = 0.18  # half the bar thickness, as a fraction of the size
-        return [(cx - t * w, y0), (cx + t * w, y0), (cx + t * w, cy - t * h), (x0 + w, cy - t * h),
-                (x0 + w, cy + t * h), (cx + t * w, cy + t * h), (cx + t * w, y0 + h),
-                (cx - t * w, y0 + h), (cx - t * w, cy + t * h), (x0, cy + t * h),
-                (x0, cy - t * h), (cx - t * w, cy - t * h)]
+        return [
+            (cx - t * w, y0),
+            (cx + t * w, y0),
+            (cx + t * w, cy - t * h),
+            (x0 + w, cy - t * h),
+            (x0 + w, cy + t * h),
+            (cx + t * w, cy + t * h),
+            (cx + t * w, y0 + h),
+            (cx - t * w, y0 + h),
+            (cx - t * w, cy + t * h),
+            (x0, cy + t * h),
+            (x0, cy - t * h),
+            (cx - t * w, cy - t * h),
+        ]
     raise ValueError(shape)
 
 
@@ -105,8 +117,9 @@ def _background(rng, w, h):
         other = np.clip(base + rng.integers(-80, 81, 3), 0, 255)
         t = np.linspace(0, 1, w if rng.random() < 0.5 else h)
         ramp = base[None] * (1 - t[:, None]) + other[None] * t[:, None]
-        img = (np.broadcast_to(ramp[None], (h, w, 3)) if len(t) == w
-               else np.broadcast_to(ramp[:, None], (h, w, 3))).astype(np.float32)
+        img = (
+            np.broadcast_to(ramp[None], (h, w, 3)) if len(t) == w else np.broadcast_to(ramp[:, None], (h, w, 3))
+        ).astype(np.float32)
     elif kind == 2:  # stripes
         other = np.clip(base + rng.integers(-50, 51, 3), 0, 255)
         period = int(rng.integers(6, 20))
@@ -173,13 +186,21 @@ def _write_split(root: str, cfg: SyntheticConfig, split_name: str, split: int, n
         _save_atomic(image, os.path.join(folder, name))
         images.append({"id": i + 1, "file_name": name, "width": image.width, "height": image.height})
         for cls, box, area in objects:
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
-                                "category_id": cls + 1, "bbox": box, "area": area, "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": cls + 1,
+                    "bbox": box,
+                    "area": area,
+                    "iscrowd": 0,
+                }
+            )
     data = {
         "info": {"description": "ddetr synthetic shapes", "config": asdict(cfg)},
-        "images": images, "annotations": annotations,
-        "categories": [{"id": c + 1, "name": SHAPES[c], "supercategory": "shape"}
-                       for c in range(cfg.num_classes)],
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": c + 1, "name": SHAPES[c], "supercategory": "shape"} for c in range(cfg.num_classes)],
     }
     ann_dir = os.path.join(root, "annotations")
     os.makedirs(ann_dir, exist_ok=True)

@@ -5,6 +5,7 @@ into (cx, cy, w, h) divided by the image size: the form the model and the loss e
 Randomness comes from Python's `random`, which DataLoader seeds per worker and the
 training loop reseeds per epoch, so runs are reproducible.
 """
+
 from __future__ import annotations
 
 import random
@@ -12,6 +13,8 @@ import random
 import numpy as np
 import torch
 from PIL import Image
+
+from ..util.box_ops import box_xyxy_to_cxcywh
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -130,10 +133,7 @@ class Normalize:
         target = dict(target)
         if "boxes" in target:
             h, w = x.shape[-2:]
-            b = target["boxes"]
-            cxcywh = torch.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2,
-                                  b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], -1)
-            target["boxes"] = cxcywh / torch.tensor([w, h, w, h], dtype=torch.float32)
+            target["boxes"] = box_xyxy_to_cxcywh(target["boxes"]) / torch.tensor([w, h, w, h], dtype=torch.float32)
         return x, target
 
 
@@ -153,10 +153,14 @@ def official_sizes(base: int = 800) -> dict:
     resize 400/500/600 then crop 384..600, validation 800 / 1333."""
     s = base / 800.0
     scales = sorted({max(1, int(round(x * s))) for x in range(480, 801, 32)})
-    return dict(scales=scales, max_size=int(round(1333 * s)),
-                crop_resize=[int(round(x * s)) for x in (400, 500, 600)],
-                crop_range=(int(round(384 * s)), int(round(600 * s))),
-                val_size=int(round(800 * s)), val_max_size=int(round(1333 * s)))
+    return dict(
+        scales=scales,
+        max_size=int(round(1333 * s)),
+        crop_resize=[int(round(x * s)) for x in (400, 500, 600)],
+        crop_range=(int(round(384 * s)), int(round(600 * s))),
+        val_size=int(round(800 * s)),
+        val_max_size=int(round(1333 * s)),
+    )
 
 
 def make_transforms(image_set: str, base_size: int = 800, sizes: dict | None = None):
@@ -164,15 +168,22 @@ def make_transforms(image_set: str, base_size: int = 800, sizes: dict | None = N
     validation (single resize) pipeline, ending in normalisation."""
     z = official_sizes(base_size) if sizes is None else sizes
     if image_set == "train":
-        return Compose([
-            RandomHorizontalFlip(),
-            RandomSelect(
-                RandomResize(z["scales"], max_size=z["max_size"]),
-                Compose([RandomResize(z["crop_resize"]),
-                         RandomSizeCrop(*z["crop_range"]),
-                         RandomResize(z["scales"], max_size=z["max_size"])])),
-            Normalize(),
-        ])
+        return Compose(
+            [
+                RandomHorizontalFlip(),
+                RandomSelect(
+                    RandomResize(z["scales"], max_size=z["max_size"]),
+                    Compose(
+                        [
+                            RandomResize(z["crop_resize"]),
+                            RandomSizeCrop(*z["crop_range"]),
+                            RandomResize(z["scales"], max_size=z["max_size"]),
+                        ]
+                    ),
+                ),
+                Normalize(),
+            ]
+        )
     if image_set in ("val", "test"):
         return Compose([RandomResize([z["val_size"]], max_size=z["val_max_size"]), Normalize()])
     raise ValueError(f"unknown image set {image_set!r}: expected 'train' or 'val'")

@@ -2,23 +2,36 @@
 `args`), written so that a crash at any moment leaves the previous one intact: the new one
 goes to a temporary file in the same folder, is flushed to disk, then renamed over the old
 (a rename within one file system is atomic)."""
+
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import tempfile
 
 import torch
+
+from ..models import DEFAULTS as MODEL_DEFAULTS
+from ..models import build_model, build_postprocessors
+
+CHECKPOINT = "checkpoint.pth"  # the file name in a run's output folder
 
 
 class CheckpointError(RuntimeError):
     pass
 
 
+def _temporary(path: str) -> tuple:
+    """(prefix, suffix) of the temporaries `save_checkpoint` writes next to `path`."""
+    return os.path.basename(path) + ".", ".tmp"
+
+
 def save_checkpoint(state: dict, path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    prefix, suffix = _temporary(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
@@ -60,3 +73,59 @@ def checkpoint_args(ckpt: dict) -> dict:
     """The training options stored in a checkpoint, as a dict."""
     args = ckpt.get("args") or {}
     return dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args)
+
+
+def remove_stale_temporaries(path: str) -> None:
+    """Delete what a save to `path` that was killed half-way left behind."""
+    prefix, suffix = _temporary(path)
+    for f in glob.glob(os.path.join(os.path.dirname(os.path.abspath(path)), glob.escape(prefix) + "*" + suffix)):
+        os.unlink(f)
+
+
+def args_to_dict(args) -> dict:
+    """The options of a run as the checkpoint stores them (plain values only)."""
+    out = {}
+    for k, v in vars(args).items():
+        if isinstance(v, (str, int, float, bool, type(None), dict)):
+            out[k] = v
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float)) for x in v):
+            out[k] = list(v)
+    return out
+
+
+def resume_path(resume: str | None, output_dir: str) -> str | None:
+    """The checkpoint --resume names; 'auto': <output_dir>/checkpoint.pth if there is one."""
+    if not resume:
+        return None
+    if resume == "auto":
+        path = os.path.join(output_dir, CHECKPOINT)
+        return path if os.path.isfile(path) else None
+    return resume
+
+
+def load_model_state(model, ckpt: dict, path: str) -> None:
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{path}: does not fit the model built from these options (give the options it was trained with): {e}"
+        ) from None
+
+
+def model_from_checkpoint(path: str, device="cpu", num_select: int | None = None):
+    """(model in eval mode, postprocessors, the checkpoint's training options) from a ddetr
+    or official checkpoint: model options come from the checkpoint's args, the number of
+    classes from its class head."""
+    ckpt = load_checkpoint(path)
+    saved = checkpoint_args(ckpt)
+    opts = {k: saved[k] for k in MODEL_DEFAULTS if saved.get(k) is not None}
+    heads = [v for k, v in ckpt["model"].items() if k.startswith("class_embed.") and k.endswith(".weight")]
+    if heads:
+        opts["num_classes"] = int(heads[0].shape[0])
+    opts["backbone_weights"] = None  # the checkpoint holds them
+    if num_select is not None:
+        opts["num_select"] = num_select
+    model = build_model(**opts)
+    load_model_state(model, ckpt, path)
+    model.to(device).eval()
+    return model, build_postprocessors(**opts), saved

@@ -1,5 +1,6 @@
 """Process groups for `torchrun`: NCCL on GPUs, gloo on CPU, and the few collectives the
 loops need. Without torchrun's environment everything runs as a single process."""
+
 from __future__ import annotations
 
 import os
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from ..util.misc import is_dist_avail_and_initialized
 
 
 @dataclass
@@ -53,44 +56,27 @@ def init_distributed(device: str | None = None) -> DistInfo:
     return DistInfo(rank, world, local_rank, dev)
 
 
-def is_initialized() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
 def get_rank() -> int:
-    return dist.get_rank() if is_initialized() else 0
+    return dist.get_rank() if is_dist_avail_and_initialized() else 0
 
 
 def is_main_process() -> bool:
     return get_rank() == 0
 
 
-def barrier() -> None:
-    if is_initialized():
-        dist.barrier()
-
-
 def all_gather_object(obj) -> list:
     """[obj of rank 0, obj of rank 1, ...] (just [obj] without a process group)."""
-    if not is_initialized():
+    if not is_dist_avail_and_initialized():
         return [obj]
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
 
 
-def broadcast_object(obj, src: int = 0):
-    if not is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 @torch.no_grad()
 def reduce_dict(values: dict, average: bool = True) -> dict:
     """Scalar tensors averaged (or summed) over processes, for logging."""
-    if not is_initialized() or dist.get_world_size() < 2 or not values:
+    if not is_dist_avail_and_initialized() or dist.get_world_size() < 2 or not values:
         return values
     keys = sorted(values)
     stacked = torch.stack([values[k].detach().float().reshape(()) for k in keys])
@@ -101,5 +87,5 @@ def reduce_dict(values: dict, average: bool = True) -> dict:
 
 
 def cleanup() -> None:
-    if is_initialized():
+    if is_dist_avail_and_initialized():
         dist.destroy_process_group()

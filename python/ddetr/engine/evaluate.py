@@ -1,21 +1,29 @@
-"""COCO box evaluation with pycocotools, merged across processes.
+"""COCO box evaluation with pycocotools, merged across processes, and `ddetr eval`.
 
 Each process collects its detections; `CocoEvaluator.summarize` gathers them (a
 DistributedSampler pads the last batch with repeated images: those are deduplicated by
 image id), and COCOeval runs once, on the main process, over the images seen."""
+
 from __future__ import annotations
 
 import contextlib
 import copy
 import io
+import json
 import math
+import os
 
 import torch
 
+from ..data.collate import move_targets
 from . import distributed as D
+from . import precision
+from .build import build_datasets, build_loader
+from .checkpoint import model_from_checkpoint
+from .options import from_checkpoint
+from .progress import Progress
 
-METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
-                "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 def to_coco_detections(results: dict, label_to_category: dict | None = None) -> list:
@@ -28,8 +36,14 @@ def to_coco_detections(results: dict, label_to_category: dict | None = None) -> 
             cat = label_to_category.get(int(label)) if label_to_category else int(label)
             if cat is None:  # a class with no category (e.g. COCO's unused ids)
                 continue
-            out.append({"image_id": int(image_id), "category_id": cat,
-                        "bbox": [round(v, 3) for v in box], "score": float(score)})
+            out.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": cat,
+                    "bbox": [round(v, 3) for v in box],
+                    "score": float(score),
+                }
+            )
     return out
 
 
@@ -39,7 +53,7 @@ def coco_metrics(coco_gt, detections: list, image_ids=None) -> tuple:
 
     image_ids = sorted(coco_gt.getImgIds() if image_ids is None else set(image_ids))
     if not detections:  # loadRes rejects an empty list; nothing detected scores zero
-        return {k: 0.0 for k in METRIC_NAMES}, "no detections\n"
+        return dict.fromkeys(METRIC_NAMES, 0.0), "no detections\n"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         coco_dt = coco_gt.loadRes(copy.deepcopy(detections))
@@ -79,23 +93,12 @@ class CocoEvaluator:
         return metrics
 
 
-def _float_outputs(x):
-    if torch.is_tensor(x):
-        return x.float() if x.is_floating_point() else x
-    if isinstance(x, dict):
-        return {k: _float_outputs(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_float_outputs(v) for v in x)
-    return x
-
-
 @torch.no_grad()
-def evaluate(model, criterion, postprocessors, loader, coco_gt, device,
-             label_to_category=None, amp: bool = False, progress=None) -> dict:
+def evaluate(
+    model, criterion, postprocessors, loader, coco_gt, device, label_to_category=None, amp: bool = False, progress=None
+) -> dict:
     """Validation losses (averaged over batches and processes) and COCO metrics (on the
     main process; empty dict elsewhere)."""
-    from ..data.collate import move_targets
-
     model.eval()
     if criterion is not None:
         criterion.eval()
@@ -104,14 +107,9 @@ def evaluate(model, criterion, postprocessors, loader, coco_gt, device,
     for i, (samples, targets) in enumerate(loader):
         samples = samples.to(device)
         targets = move_targets(targets, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            outputs = model(samples)
-        outputs = _float_outputs(outputs)
+        outputs = precision.forward(model, samples, amp, device)
         if criterion is not None:
-            losses = criterion(outputs, targets)
-            weights = criterion.weight_dict
-            total = sum(losses[k] * weights[k] for k in losses if k in weights)
-            losses = D.reduce_dict({"loss": total.detach()})
+            losses = D.reduce_dict({"loss": criterion.weighted_total(criterion(outputs, targets)).detach()})
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             n += 1
@@ -128,3 +126,37 @@ def evaluate(model, criterion, postprocessors, loader, coco_gt, device,
         stats.update(metrics)
         stats["coco_summary"] = evaluator.summary
     return {k: v for k, v in stats.items() if not (isinstance(v, float) and math.isnan(v))}
+
+
+def write_metrics(output_dir: str, metrics: dict) -> str:
+    """<output_dir>/metrics.json, replaced whole (a reader never sees half a file)."""
+    path = os.path.join(output_dir, "metrics.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def run_eval(args) -> dict:
+    """`ddetr eval`: a checkpoint on the validation set; writes metrics.json (main process).
+    The image size and detections kept default to those the checkpoint was trained with."""
+    dist = D.init_distributed(args.device)
+    try:
+        model, post, saved = model_from_checkpoint(args.checkpoint, dist.device, args.num_select)
+        args.image_size = from_checkpoint(args.image_size, saved, "image_size")
+        _, val_set = build_datasets(args, need_train=False)
+        loader = build_loader(val_set, args.batch_size, False, dist, 0, args.num_workers)
+        bar = Progress(len(loader), "eval", enabled=dist.is_main and not args.quiet, print_freq=args.print_freq)
+        stats = evaluate(model, None, post, loader, val_set.coco, dist.device, val_set.label_to_category, args.amp, bar)
+        if not dist.is_main:
+            return {}
+        summary = stats.pop("coco_summary", "")
+        os.makedirs(args.output_dir, exist_ok=True)
+        metrics = {"checkpoint": os.path.abspath(args.checkpoint), **stats}
+        write_metrics(args.output_dir, metrics)
+        if not args.quiet:
+            print(summary, end="")
+        return metrics
+    finally:
+        D.cleanup()

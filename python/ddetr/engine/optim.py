@@ -5,6 +5,7 @@
   and large steps there scatter the attention before the rest has learnt anything;
 - everything else at lr.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,23 +18,28 @@ def _match(name: str, keys) -> bool:
     return any(k in name for k in keys)
 
 
-def param_groups(model: torch.nn.Module, lr: float, lr_backbone: float,
-                 lr_linear_proj_mult: float = 0.1) -> list:
+def param_groups(model: torch.nn.Module, lr: float, lr_backbone: float, lr_linear_proj_mult: float = 0.1) -> list:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
-        {"params": [p for n, p in named if not _match(n, BACKBONE_NAMES) and not _match(n, LINEAR_PROJ_NAMES)],
-         "lr": lr},
+        {
+            "params": [p for n, p in named if not _match(n, BACKBONE_NAMES) and not _match(n, LINEAR_PROJ_NAMES)],
+            "lr": lr,
+        },
         {"params": [p for n, p in named if _match(n, BACKBONE_NAMES)], "lr": lr_backbone},
-        {"params": [p for n, p in named if _match(n, LINEAR_PROJ_NAMES) and not _match(n, BACKBONE_NAMES)],
-         "lr": lr * lr_linear_proj_mult},
+        {
+            "params": [p for n, p in named if _match(n, LINEAR_PROJ_NAMES) and not _match(n, BACKBONE_NAMES)],
+            "lr": lr * lr_linear_proj_mult,
+        },
     ]
     return groups
 
 
-def build_optimizer(model, lr: float = 2e-4, lr_backbone: float = 2e-5,
-                    weight_decay: float = 1e-4, lr_linear_proj_mult: float = 0.1):
-    return torch.optim.AdamW(param_groups(model, lr, lr_backbone, lr_linear_proj_mult),
-                             lr=lr, weight_decay=weight_decay)
+def build_optimizer(
+    model, lr: float = 2e-4, lr_backbone: float = 2e-5, weight_decay: float = 1e-4, lr_linear_proj_mult: float = 0.1
+):
+    return torch.optim.AdamW(
+        param_groups(model, lr, lr_backbone, lr_linear_proj_mult), lr=lr, weight_decay=weight_decay
+    )
 
 
 def build_scheduler(optimizer, lr_drop: int = 40, gamma: float = 0.1):

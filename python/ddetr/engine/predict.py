@@ -1,33 +1,40 @@
 """Detections on image files with a trained checkpoint: JSON and annotated PNGs."""
+
 from __future__ import annotations
 
 import json
 import os
-from types import SimpleNamespace
 
 import torch
 
-from .checkpoint import load_checkpoint
-from .train import model_from_checkpoint
+from ..data.coco import load_image
+from ..data.transforms import make_transforms
+from ..visualize import SamplingRecorder, draw_prediction
+from .checkpoint import model_from_checkpoint
+from .options import from_checkpoint
 
 
 @torch.no_grad()
-def predict(images: list, checkpoint: str, output_dir: str, threshold: float = 0.3,
-            device: str = "cpu", image_size: int | None = None, show_sampling_points: bool = False,
-            top_queries: int = 3, quiet: bool = False) -> list:
-    """Run the model on each image; writes <stem>.png (boxes, labels, scores) and
-    detections.json to `output_dir`, returns the detections per image."""
-    from ..data.coco import load_image
-    from ..data.transforms import make_transforms
-    from ..visualize import SamplingRecorder, draw_detections, draw_sampling_points
-
-    ckpt = load_checkpoint(checkpoint)
-    model, post, saved = model_from_checkpoint(ckpt, SimpleNamespace(checkpoint=checkpoint), device=device)
+def predict(
+    images: list,
+    checkpoint: str,
+    output_dir: str,
+    threshold: float = 0.3,
+    device: str = "cpu",
+    image_size: int | None = None,
+    show_sampling_points: bool = False,
+    top_queries: int = 3,
+    quiet: bool = False,
+) -> list:
+    """Run the model on each image; writes <stem>.png (the image enlarged when small, boxes,
+    labels and scores; with `show_sampling_points` where the best queries sample) and
+    detections.json (boxes in the image's pixels) to `output_dir`, returns the detections
+    per image."""
+    model, post, saved = model_from_checkpoint(checkpoint, device)
     info = saved.get("dataset") or {}
     names = {int(k): v for k, v in (info.get("label_names") or {}).items()}
     to_cat = {int(k): v for k, v in (info.get("label_to_category") or {}).items()}
-    size = image_size or saved.get("image_size") or 800
-    transform = make_transforms("val", int(size))
+    transform = make_transforms("val", int(from_checkpoint(image_size, saved, "image_size")))
     recorder = SamplingRecorder(model.transformer.decoder.layers[-1].cross_attn) if show_sampling_points else None
     os.makedirs(output_dir, exist_ok=True)
     results = []
@@ -38,16 +45,21 @@ def predict(images: list, checkpoint: str, output_dir: str, threshold: float = 0
             outputs = model([x.to(device)])
             r = post["bbox"](outputs, torch.tensor([[image.height, image.width]], device=device))[0]
             dets = []
-            for s, l, b in zip(r["scores"].tolist(), r["labels"].tolist(), r["boxes"].tolist()):
-                if s >= threshold:
-                    dets.append({"label": l, "category_id": to_cat.get(l, l), "name": names.get(l, str(l)),
-                                 "score": round(s, 4), "box": [round(v, 2) for v in b]})
-            picture = draw_detections(image, dets)
-            if recorder is not None:
-                if recorder.loc is not None:
-                    points = _top_query_points(outputs, recorder, image, top_queries, threshold)
-                    picture = draw_sampling_points(picture, points)
-                picture = draw_detections(picture, dets)  # boxes over the dots
+            for score, label, box in zip(r["scores"].tolist(), r["labels"].tolist(), r["boxes"].tolist()):
+                if score >= threshold:
+                    dets.append(
+                        {
+                            "label": label,
+                            "category_id": to_cat.get(label, label),
+                            "name": names.get(label, str(label)),
+                            "score": round(score, 4),
+                            "box": [round(v, 2) for v in box],
+                        }
+                    )
+            points = None
+            if recorder is not None and recorder.loc is not None:
+                points = _top_query_points(outputs, recorder, image, top_queries, threshold)
+            picture = draw_prediction(image, dets, points)
             stem = os.path.splitext(os.path.basename(path))[0]
             out_png = os.path.join(output_dir, f"{stem}.png")
             if os.path.abspath(out_png) == os.path.abspath(path):

@@ -1,5 +1,6 @@
 """Progress on a terminal (one redrawn line: bar, loss, lr, ETA) or, when the output is a
 file or pipe, a plain line every `print_freq` steps. Silent on non-main processes."""
+
 from __future__ import annotations
 
 import sys
@@ -14,8 +15,9 @@ def format_seconds(s: float) -> str:
 
 
 class Progress:
-    def __init__(self, total: int, desc: str = "", enabled: bool = True, stream=None,
-                 print_freq: int = 50, width: int = 24):
+    def __init__(
+        self, total: int, desc: str = "", enabled: bool = True, stream=None, print_freq: int = 50, width: int = 24
+    ):
         self.total, self.desc, self.enabled = total, desc, enabled
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()

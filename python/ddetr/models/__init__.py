@@ -3,7 +3,7 @@
     model, criterion, postprocessors = ddetr.models.build(**options)
     outputs = model(images)                  # list of (3, H, W) float tensors or a NestedTensor
     losses = criterion(outputs, targets)     # targets: [{'labels': int64 (n,), 'boxes': (n, 4) cxcywh in [0, 1]}]
-    loss = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
+    loss = criterion.weighted_total(losses)
     results = postprocessors['bbox'](outputs, target_sizes)   # (B, 2) original (h, w)
 
 Options are the official command-line flags (see DEFAULTS); unknown names raise TypeError,
@@ -12,6 +12,7 @@ Variants: default; `num_feature_levels=1` (single scale); `with_box_refine=True`
 `with_box_refine=True, two_stage=True`. Official checkpoints load with
 `model.load_state_dict(torch.load(path)['model'], strict=True)`.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,14 +27,34 @@ from .postprocess import PostProcess
 
 DEFAULTS = dict(
     # model
-    num_classes=91, backbone="resnet50", backbone_weights=None, lr_backbone=2e-5, dilation=False,
-    position_embedding="sine", position_embedding_scale=2 * math.pi, num_feature_levels=4,
-    enc_layers=6, dec_layers=6, dim_feedforward=1024, hidden_dim=256, dropout=0.1, nheads=8,
-    num_queries=300, dec_n_points=4, enc_n_points=4, with_box_refine=False, two_stage=False,
+    num_classes=91,
+    backbone="resnet50",
+    backbone_weights=None,
+    lr_backbone=2e-5,
+    dilation=False,
+    position_embedding="sine",
+    position_embedding_scale=2 * math.pi,
+    num_feature_levels=4,
+    enc_layers=6,
+    dec_layers=6,
+    dim_feedforward=1024,
+    hidden_dim=256,
+    dropout=0.1,
+    nheads=8,
+    num_queries=300,
+    dec_n_points=4,
+    enc_n_points=4,
+    with_box_refine=False,
+    two_stage=False,
     aux_loss=True,
     # matcher and loss
-    set_cost_class=2.0, set_cost_bbox=5.0, set_cost_giou=2.0,
-    cls_loss_coef=2.0, bbox_loss_coef=5.0, giou_loss_coef=2.0, focal_alpha=0.25,
+    set_cost_class=2.0,
+    set_cost_bbox=5.0,
+    set_cost_giou=2.0,
+    cls_loss_coef=2.0,
+    bbox_loss_coef=5.0,
+    giou_loss_coef=2.0,
+    focal_alpha=0.25,
     # post-processing
     num_select=100,
 )
@@ -54,24 +75,48 @@ def _options(options: dict) -> dict:
 def build_model(**options) -> DeformableDETR:
     """The Deformable DETR model with the official defaults; see DEFAULTS for the options."""
     o = _options(options)
-    backbone = build_backbone(o["backbone"], o["lr_backbone"], o["num_feature_levels"], o["dilation"],
-                              o["backbone_weights"], o["position_embedding"], o["hidden_dim"],
-                              o["position_embedding_scale"])
+    backbone = build_backbone(
+        o["backbone"],
+        o["lr_backbone"],
+        o["num_feature_levels"],
+        o["dilation"],
+        o["backbone_weights"],
+        o["position_embedding"],
+        o["hidden_dim"],
+        o["position_embedding_scale"],
+    )
     transformer = DeformableTransformer(
-        d_model=o["hidden_dim"], nhead=o["nheads"], num_encoder_layers=o["enc_layers"],
-        num_decoder_layers=o["dec_layers"], dim_feedforward=o["dim_feedforward"], dropout=o["dropout"],
-        num_feature_levels=o["num_feature_levels"], dec_n_points=o["dec_n_points"],
-        enc_n_points=o["enc_n_points"], two_stage=o["two_stage"], two_stage_num_proposals=o["num_queries"])
-    return DeformableDETR(backbone, transformer, o["num_classes"], o["num_queries"],
-                          o["num_feature_levels"], o["aux_loss"], o["with_box_refine"], o["two_stage"])
+        d_model=o["hidden_dim"],
+        nhead=o["nheads"],
+        num_encoder_layers=o["enc_layers"],
+        num_decoder_layers=o["dec_layers"],
+        dim_feedforward=o["dim_feedforward"],
+        dropout=o["dropout"],
+        num_feature_levels=o["num_feature_levels"],
+        dec_n_points=o["dec_n_points"],
+        enc_n_points=o["enc_n_points"],
+        two_stage=o["two_stage"],
+        two_stage_num_proposals=o["num_queries"],
+    )
+    return DeformableDETR(
+        backbone,
+        transformer,
+        o["num_classes"],
+        o["num_queries"],
+        o["num_feature_levels"],
+        o["aux_loss"],
+        o["with_box_refine"],
+        o["two_stage"],
+    )
 
 
 def build_criterion(**options) -> SetCriterion:
     """SetCriterion (focal + L1 + GIoU, Hungarian matching) with `weight_dict` set."""
     o = _options(options)
     matcher = build_matcher(o["set_cost_class"], o["set_cost_bbox"], o["set_cost_giou"])
-    weight_dict = build_weight_dict(o["cls_loss_coef"], o["bbox_loss_coef"], o["giou_loss_coef"],
-                                    o["dec_layers"], o["aux_loss"], o["two_stage"])
+    weight_dict = build_weight_dict(
+        o["cls_loss_coef"], o["bbox_loss_coef"], o["giou_loss_coef"], o["dec_layers"], o["aux_loss"], o["two_stage"]
+    )
     return SetCriterion(o["num_classes"], matcher, weight_dict, focal_alpha=o["focal_alpha"])
 
 
@@ -95,9 +140,27 @@ def build(weights=None, **options):
 
 
 __all__ = [
-    "DEFAULTS", "build", "build_model", "build_criterion", "build_postprocessors",
-    "DeformableDETR", "DeformableTransformer", "MLP", "Backbone", "Joiner", "ResNet",
-    "FrozenBatchNorm2d", "build_backbone", "load_torchvision_weights", "PositionEmbeddingSine",
-    "PositionEmbeddingLearned", "build_position_encoding", "HungarianMatcher", "build_matcher",
-    "SetCriterion", "sigmoid_focal_loss", "build_weight_dict", "PostProcess",
+    "DEFAULTS",
+    "build",
+    "build_model",
+    "build_criterion",
+    "build_postprocessors",
+    "DeformableDETR",
+    "DeformableTransformer",
+    "MLP",
+    "Backbone",
+    "Joiner",
+    "ResNet",
+    "FrozenBatchNorm2d",
+    "build_backbone",
+    "load_torchvision_weights",
+    "PositionEmbeddingSine",
+    "PositionEmbeddingLearned",
+    "build_position_encoding",
+    "HungarianMatcher",
+    "build_matcher",
+    "SetCriterion",
+    "sigmoid_focal_loss",
+    "build_weight_dict",
+    "PostProcess",
 ]

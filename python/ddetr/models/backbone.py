@@ -1,13 +1,17 @@
 """ResNet backbone with frozen BatchNorm, written with torchvision's parameter names so that
 torchvision's and the official Deformable DETR weights load as they are (there is no
 torchvision dependency). Returns C3..C5 (strides 8, 16, 32) with their padding masks."""
+
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..util.misc import NestedTensor
+from .position_encoding import build_position_encoding
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -22,12 +26,14 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("running_mean", torch.zeros(n))
         self.register_buffer("running_var", torch.ones(n))
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # torchvision's BatchNorm2d saves a step counter we have no use for.
         state_dict.pop(prefix + "num_batches_tracked", None)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = self.weight * (self.running_var + self.eps).rsqrt()
@@ -64,6 +70,7 @@ class BasicBlock(nn.Module):
 
 class Bottleneck(nn.Module):
     """ResNet v1.5: the stride sits on the 3x3 conv, as in torchvision."""
+
     expansion = 4
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, dilation=1):
@@ -96,8 +103,7 @@ class ResNet(nn.Module):
     """torchvision's ResNet without the classifier (`fc`); forward returns the outputs of
     the layers named in `return_layers` as a dict."""
 
-    def __init__(self, name: str = "resnet50", dilation: bool = False,
-                 return_layers=("layer2", "layer3", "layer4")):
+    def __init__(self, name: str = "resnet50", dilation: bool = False, return_layers=("layer2", "layer3", "layer4")):
         super().__init__()
         if name not in _RESNETS:
             raise ValueError(f"backbone must be one of {sorted(_RESNETS)}, got {name!r}")
@@ -126,7 +132,8 @@ class ResNet(nn.Module):
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-                FrozenBatchNorm2d(planes * block.expansion))
+                FrozenBatchNorm2d(planes * block.expansion),
+            )
         layers = [block(self.inplanes, planes, stride, downsample, previous_dilation)]
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes, dilation=self.dilation) for _ in range(1, blocks)]
@@ -164,10 +171,16 @@ class Backbone(nn.Module):
     and everything is frozen when `train_backbone` is False.
     """
 
-    def __init__(self, name: str = "resnet50", train_backbone: bool = True, num_levels: int = 3,
-                 dilation: bool = False, weights=None):
+    def __init__(
+        self,
+        name: str = "resnet50",
+        train_backbone: bool = True,
+        num_levels: int = 3,
+        dilation: bool = False,
+        weights=None,
+    ):
         super().__init__()
-        layers = ("layer2", "layer3", "layer4")[3 - min(num_levels, 3):]
+        layers = ("layer2", "layer3", "layer4")[3 - min(num_levels, 3) :]
         self.body = ResNet(name, dilation, layers)
         if weights is not None:
             load_torchvision_weights(self.body, weights)
@@ -203,10 +216,16 @@ class Joiner(nn.Sequential):
         return features, pos
 
 
-def build_backbone(backbone: str = "resnet50", lr_backbone: float = 2e-5, num_feature_levels: int = 4,
-                   dilation: bool = False, backbone_weights=None, position_embedding: str = "sine",
-                   hidden_dim: int = 256, position_embedding_scale: float = 2 * 3.141592653589793):
-    from .position_encoding import build_position_encoding
+def build_backbone(
+    backbone: str = "resnet50",
+    lr_backbone: float = 2e-5,
+    num_feature_levels: int = 4,
+    dilation: bool = False,
+    backbone_weights=None,
+    position_embedding: str = "sine",
+    hidden_dim: int = 256,
+    position_embedding_scale: float = 2 * math.pi,
+):
     pos = build_position_encoding(position_embedding, hidden_dim, position_embedding_scale)
     body = Backbone(backbone, lr_backbone > 0, num_feature_levels, dilation, backbone_weights)
     return Joiner(body, pos)

@@ -1,5 +1,6 @@
 """The training losses: sigmoid focal loss on classes, L1 and GIoU on matched boxes, for
 the final outputs, every auxiliary decoder output and (two-stage) the encoder proposals."""
+
 from __future__ import annotations
 
 import torch
@@ -29,22 +30,26 @@ def _check_targets(targets, num_classes):
             raise ValueError(f"targets[{i}] must have 'labels' and 'boxes', got keys {sorted(t)}")
         labels, boxes = t["labels"], t["boxes"]
         if boxes.dim() != 2 or boxes.shape[-1] != 4 or labels.shape != boxes.shape[:1]:
-            raise ValueError(f"targets[{i}]: 'boxes' must be (n, 4) and 'labels' (n,), got "
-                             f"{tuple(boxes.shape)} and {tuple(labels.shape)}")
+            raise ValueError(
+                f"targets[{i}]: 'boxes' must be (n, 4) and 'labels' (n,), got "
+                f"{tuple(boxes.shape)} and {tuple(labels.shape)}"
+            )
         if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(f"targets[{i}]['labels'] must lie in [0, {num_classes}), got "
-                             f"[{int(labels.min())}, {int(labels.max())}]")
+            raise ValueError(
+                f"targets[{i}]['labels'] must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]"
+            )
         if boxes.numel() and not (torch.isfinite(boxes).all() and (boxes[:, 2:] >= 0).all()):
-            raise ValueError(f"targets[{i}]['boxes'] must be finite normalised (cx, cy, w, h) with "
-                             "w, h >= 0")
+            raise ValueError(f"targets[{i}]['boxes'] must be finite normalised (cx, cy, w, h) with w, h >= 0")
 
 
 class SetCriterion(nn.Module):
     """Match with `matcher`, then compute `losses` ('labels', 'boxes', 'cardinality') on
-    every output. Returns a dict of unweighted losses; weight them with `weight_dict`."""
+    every output. Returns a dict of unweighted losses; `weighted_total` turns it into the
+    training loss."""
 
-    def __init__(self, num_classes, matcher, weight_dict, losses=("labels", "boxes", "cardinality"),
-                 focal_alpha: float = 0.25):
+    def __init__(
+        self, num_classes, matcher, weight_dict, losses=("labels", "boxes", "cardinality"), focal_alpha: float = 0.25
+    ):
         super().__init__()
         self.num_classes, self.matcher, self.weight_dict = num_classes, matcher, weight_dict
         self.losses, self.focal_alpha = list(losses), focal_alpha
@@ -94,8 +99,9 @@ class SetCriterion(nn.Module):
         losses = {}
         for loss in self.losses:
             kwargs = {"log": False} if (loss == "labels" and suffix) else {}
-            losses.update({k + suffix: v for k, v in
-                           self.get_loss(loss, outputs, targets, indices, num_boxes, **kwargs).items()})
+            losses.update(
+                {k + suffix: v for k, v in self.get_loss(loss, outputs, targets, indices, num_boxes, **kwargs).items()}
+            )
         return losses
 
     def forward(self, outputs, targets):
@@ -119,9 +125,15 @@ class SetCriterion(nn.Module):
             losses.update(self._all_losses(outputs["enc_outputs"], bin_targets, num_boxes, "_enc"))
         return losses
 
+    def weighted_total(self, losses: dict) -> torch.Tensor:
+        """The training loss: the sum of each loss times its `weight_dict` entry. Losses
+        without a weight (class_error, cardinality_error) are diagnostics and left out."""
+        return sum(losses[k] * self.weight_dict[k] for k in losses if k in self.weight_dict)
 
-def build_weight_dict(cls_loss_coef=2, bbox_loss_coef=5, giou_loss_coef=2, dec_layers=6,
-                      aux_loss=True, two_stage=False):
+
+def build_weight_dict(
+    cls_loss_coef=2, bbox_loss_coef=5, giou_loss_coef=2, dec_layers=6, aux_loss=True, two_stage=False
+):
     base = {"loss_ce": cls_loss_coef, "loss_bbox": bbox_loss_coef, "loss_giou": giou_loss_coef}
     weight_dict = dict(base)
     # As the official code: the `_enc` weights come with aux_loss (two_stage is accepted for

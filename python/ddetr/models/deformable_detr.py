@@ -1,19 +1,20 @@
 """Deformable DETR: backbone -> input projections -> deformable transformer -> class and box
 heads at every decoder layer. Module names follow the official code, so its checkpoints
 (`checkpoint['model']`) load with strict=True."""
+
 from __future__ import annotations
 
 import copy
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..util.misc import NestedTensor, inverse_sigmoid, nested_tensor_from_tensor_list
+from ..util.misc import NestedTensor, nested_tensor_from_tensor_list
 from .backbone import Joiner
-from .deformable_transformer import DeformableTransformer
+from .deformable_transformer import DeformableTransformer, refine_boxes
 
 
 PRIOR_PROB = 0.01  # the foreground probability that fresh class heads predict (focal loss)
@@ -45,19 +46,24 @@ def _check_samples(samples) -> NestedTensor:
     if isinstance(samples, NestedTensor):
         t, m = samples.tensors, samples.mask
         if t.dim() != 4 or t.shape[1] != 3 or not t.is_floating_point():
-            raise ValueError("samples.tensors must be a (B, 3, H, W) floating-point tensor, got "
-                             f"{tuple(t.shape)} {t.dtype}")
+            raise ValueError(
+                f"samples.tensors must be a (B, 3, H, W) floating-point tensor, got {tuple(t.shape)} {t.dtype}"
+            )
         if m is None:
             m = torch.zeros((t.shape[0],) + t.shape[2:], dtype=torch.bool, device=t.device)
         elif m.shape != (t.shape[0],) + t.shape[2:] or m.dtype != torch.bool:
-            raise ValueError(f"samples.mask must be a bool (B, H, W) = {(t.shape[0],) + tuple(t.shape[2:])} "
-                             f"tensor, got {tuple(m.shape)} {m.dtype}")
+            raise ValueError(
+                f"samples.mask must be a bool (B, H, W) = {(t.shape[0],) + tuple(t.shape[2:])} "
+                f"tensor, got {tuple(m.shape)} {m.dtype}"
+            )
         return NestedTensor(t, m)
     if isinstance(samples, torch.Tensor) and samples.dim() == 3:
         samples = [samples]
     if not isinstance(samples, (list, tuple, torch.Tensor)) or len(samples) == 0:
-        raise ValueError("samples must be a NestedTensor or a non-empty list of (3, H, W) float "
-                         f"tensors, got {type(samples).__name__}")
+        raise ValueError(
+            "samples must be a NestedTensor or a non-empty list of (3, H, W) float "
+            f"tensors, got {type(samples).__name__}"
+        )
     for i, img in enumerate(samples):
         if not isinstance(img, torch.Tensor) or img.dim() != 3 or img.shape[0] != 3 or not img.is_floating_point():
             got = f"{tuple(img.shape)} {img.dtype}" if isinstance(img, torch.Tensor) else type(img).__name__
@@ -66,13 +72,23 @@ def _check_samples(samples) -> NestedTensor:
 
 
 class DeformableDETR(nn.Module):
-    def __init__(self, backbone: Joiner, transformer: DeformableTransformer, num_classes: int,
-                 num_queries: int, num_feature_levels: int, aux_loss: bool = True,
-                 with_box_refine: bool = False, two_stage: bool = False):
+    def __init__(
+        self,
+        backbone: Joiner,
+        transformer: DeformableTransformer,
+        num_classes: int,
+        num_queries: int,
+        num_feature_levels: int,
+        aux_loss: bool = True,
+        with_box_refine: bool = False,
+        two_stage: bool = False,
+    ):
         super().__init__()
         if two_stage and not with_box_refine:
-            raise ValueError("two_stage=True needs with_box_refine=True (as the official '++ two-stage' "
-                             "variant): the encoder proposals use the extra refinement head")
+            raise ValueError(
+                "two_stage=True needs with_box_refine=True (as the official '++ two-stage' "
+                "variant): the encoder proposals use the extra refinement head"
+            )
         self.num_queries, self.num_classes = num_queries, num_classes
         self.num_feature_levels = num_feature_levels
         self.aux_loss, self.with_box_refine, self.two_stage = aux_loss, with_box_refine, two_stage
@@ -84,12 +100,15 @@ class DeformableDETR(nn.Module):
             self.query_embed = nn.Embedding(num_queries, hidden_dim * 2)
 
         # C3..C5 by a 1x1 conv each; further levels by 3x3 stride-2 convs, first on C5.
-        projs = [nn.Sequential(nn.Conv2d(c, hidden_dim, 1), nn.GroupNorm(32, hidden_dim))
-                 for c in backbone.num_channels[:num_feature_levels]]
+        projs = [
+            nn.Sequential(nn.Conv2d(c, hidden_dim, 1), nn.GroupNorm(32, hidden_dim))
+            for c in backbone.num_channels[:num_feature_levels]
+        ]
         in_channels = backbone.num_channels[-1]
         for _ in range(num_feature_levels - len(projs)):
-            projs.append(nn.Sequential(nn.Conv2d(in_channels, hidden_dim, 3, stride=2, padding=1),
-                                       nn.GroupNorm(32, hidden_dim)))
+            projs.append(
+                nn.Sequential(nn.Conv2d(in_channels, hidden_dim, 3, stride=2, padding=1), nn.GroupNorm(32, hidden_dim))
+            )
             in_channels = hidden_dim
         self.input_proj = nn.ModuleList(projs)
         self.backbone = backbone
@@ -139,24 +158,19 @@ class DeformableDETR(nn.Module):
             pos.append(self.backbone[1](NestedTensor(src, mask)).to(src.dtype))
 
         query_embed = None if self.two_stage else self.query_embed.weight
-        hs, init_reference, inter_references, enc_class, enc_coord_unact = self.transformer(
-            srcs, masks, pos, query_embed)
+        hs, init_reference, _, refined, enc_class, enc_coord_unact = self.transformer(srcs, masks, pos, query_embed)
 
-        outputs_class, outputs_coord = [], []
-        for lvl in range(hs.shape[0]):
-            reference = inverse_sigmoid(init_reference if lvl == 0 else inter_references[lvl - 1])
-            delta = self.bbox_embed[lvl](hs[lvl])
-            if reference.shape[-1] == 4:
-                coord = delta + reference
-            else:
-                coord = torch.cat([delta[..., :2] + reference, delta[..., 2:]], -1)
-            outputs_class.append(self.class_embed[lvl](hs[lvl]))
-            outputs_coord.append(coord.sigmoid())
+        outputs_class = [self.class_embed[lvl](hs[lvl]) for lvl in range(hs.shape[0])]
+        if refined is not None:  # box refinement: the decoder's heads already gave each layer's boxes
+            outputs_coord = list(refined)
+        else:  # every layer's boxes are relative to the same initial references
+            outputs_coord = [refine_boxes(init_reference, self.bbox_embed[lvl](hs[lvl])) for lvl in range(hs.shape[0])]
 
         out = {"pred_logits": outputs_class[-1], "pred_boxes": outputs_coord[-1]}
         if self.aux_loss:
-            out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b}
-                                  for a, b in zip(outputs_class[:-1], outputs_coord[:-1])]
+            out["aux_outputs"] = [
+                {"pred_logits": a, "pred_boxes": b} for a, b in zip(outputs_class[:-1], outputs_coord[:-1])
+            ]
         if self.two_stage:
             out["enc_outputs"] = {"pred_logits": enc_class, "pred_boxes": enc_coord_unact.sigmoid()}
         return out

@@ -2,6 +2,7 @@
 multi-scale features, and a decoder of query self-attention plus deformable cross-attention,
 optionally refining each query's reference box layer by layer, optionally seeded by encoder
 proposals (two-stage). Every deformable attention is ddetr.nn.MSDeformAttn (the compiled op)."""
+
 from __future__ import annotations
 
 import copy
@@ -18,6 +19,15 @@ from ..util.misc import inverse_sigmoid
 
 def _clones(module: nn.Module, n: int) -> nn.ModuleList:
     return nn.ModuleList([copy.deepcopy(module) for _ in range(n)])
+
+
+def refine_boxes(reference: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """A box head's prediction applied to reference points, in logit space: a 4-d reference
+    (cx, cy, w, h) moves by all of `delta`; a 2-d one (cx, cy) by its first two entries,
+    the last two being the size. Returns normalised (cx, cy, w, h)."""
+    if reference.shape[-1] == 4:
+        return (delta + inverse_sigmoid(reference)).sigmoid()
+    return torch.cat([delta[..., :2] + inverse_sigmoid(reference), delta[..., 2:]], -1).sigmoid()
 
 
 def _ffn(layer, x, norm):
@@ -58,7 +68,9 @@ class DeformableEncoder(nn.Module):
         for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
             ref_y, ref_x = torch.meshgrid(
                 torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device), indexing="ij")
+                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+                indexing="ij",
+            )
             ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
             ref_x = ref_x.reshape(-1)[None] / (valid_ratios[:, None, lvl, 0] * w)
             refs.append(torch.stack((ref_x, ref_y), -1))
@@ -86,20 +98,20 @@ class DeformableDecoderLayer(nn.Module):
         self.dropout_ffn2 = nn.Dropout(dropout)
         self.norm3 = nn.LayerNorm(d_model)
 
-    def forward(self, tgt, query_pos, reference_points, src, spatial_shapes, level_start_index,
-                padding_mask=None):
+    def forward(self, tgt, query_pos, reference_points, src, spatial_shapes, level_start_index, padding_mask=None):
         q = k = tgt + query_pos
         tgt = self.norm2(tgt + self.dropout2(self.self_attn(q, k, tgt, need_weights=False)[0]))
-        attn = self.cross_attn(tgt + query_pos, reference_points, src, spatial_shapes,
-                               level_start_index, padding_mask)
+        attn = self.cross_attn(tgt + query_pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
         tgt = self.norm1(tgt + self.dropout1(attn))
         return _ffn(self, tgt, self.norm3)
 
 
 class DeformableDecoder(nn.Module):
-    """Returns every layer's output (num_layers, N, Q, C) and the reference points each
-    layer produced. With `bbox_embed` set (box refinement, by DeformableDETR), each layer
-    moves the references by its box head's prediction, detached as in the paper."""
+    """Returns every layer's output (num_layers, N, Q, C), the reference points each layer
+    produced, and with `bbox_embed` set (box refinement, by DeformableDETR) each layer's
+    boxes (num_layers, N, Q, 4), else None. With refinement each layer's box head moves the
+    references; the next layer gets them detached, as in the paper, while the boxes keep
+    their gradient for the loss."""
 
     def __init__(self, layer: DeformableDecoderLayer, num_layers: int):
         super().__init__()
@@ -108,9 +120,10 @@ class DeformableDecoder(nn.Module):
         self.bbox_embed = None
         self.class_embed = None
 
-    def forward(self, tgt, reference_points, src, spatial_shapes, level_start_index, valid_ratios,
-                query_pos, padding_mask=None):
-        output, intermediate, intermediate_refs = tgt, [], []
+    def forward(
+        self, tgt, reference_points, src, spatial_shapes, level_start_index, valid_ratios, query_pos, padding_mask=None
+    ):
+        output, intermediate, intermediate_refs, boxes = tgt, [], [], []
         for lid, layer in enumerate(self.layers):
             if reference_points.shape[-1] == 4:
                 ref_input = reference_points[:, :, None] * torch.cat([valid_ratios, valid_ratios], -1)[:, None]
@@ -118,28 +131,39 @@ class DeformableDecoder(nn.Module):
                 ref_input = reference_points[:, :, None] * valid_ratios[:, None]
             output = layer(output, query_pos, ref_input, src, spatial_shapes, level_start_index, padding_mask)
             if self.bbox_embed is not None:
-                delta = self.bbox_embed[lid](output)
-                if reference_points.shape[-1] == 4:
-                    new_ref = delta + inverse_sigmoid(reference_points)
-                else:
-                    new_ref = torch.cat([delta[..., :2] + inverse_sigmoid(reference_points), delta[..., 2:]], -1)
-                reference_points = new_ref.sigmoid().detach()
+                boxes.append(refine_boxes(reference_points, self.bbox_embed[lid](output)))
+                reference_points = boxes[-1].detach()
             intermediate.append(output)
             intermediate_refs.append(reference_points)
-        return torch.stack(intermediate), torch.stack(intermediate_refs)
+        return torch.stack(intermediate), torch.stack(intermediate_refs), torch.stack(boxes) if boxes else None
 
 
 class DeformableTransformer(nn.Module):
-    def __init__(self, d_model=256, nhead=8, num_encoder_layers=6, num_decoder_layers=6,
-                 dim_feedforward=1024, dropout=0.1, num_feature_levels=4, dec_n_points=4,
-                 enc_n_points=4, two_stage=False, two_stage_num_proposals=300):
+    def __init__(
+        self,
+        d_model=256,
+        nhead=8,
+        num_encoder_layers=6,
+        num_decoder_layers=6,
+        dim_feedforward=1024,
+        dropout=0.1,
+        num_feature_levels=4,
+        dec_n_points=4,
+        enc_n_points=4,
+        two_stage=False,
+        two_stage_num_proposals=300,
+    ):
         super().__init__()
         self.d_model, self.nhead = d_model, nhead
         self.two_stage, self.two_stage_num_proposals = two_stage, two_stage_num_proposals
-        self.encoder = DeformableEncoder(DeformableEncoderLayer(
-            d_model, dim_feedforward, dropout, num_feature_levels, nhead, enc_n_points), num_encoder_layers)
-        self.decoder = DeformableDecoder(DeformableDecoderLayer(
-            d_model, dim_feedforward, dropout, num_feature_levels, nhead, dec_n_points), num_decoder_layers)
+        self.encoder = DeformableEncoder(
+            DeformableEncoderLayer(d_model, dim_feedforward, dropout, num_feature_levels, nhead, enc_n_points),
+            num_encoder_layers,
+        )
+        self.decoder = DeformableDecoder(
+            DeformableDecoderLayer(d_model, dim_feedforward, dropout, num_feature_levels, nhead, dec_n_points),
+            num_decoder_layers,
+        )
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
         if two_stage:
             self.enc_output = nn.Linear(d_model, d_model)
@@ -156,7 +180,7 @@ class DeformableTransformer(nn.Module):
                 nn.init.xavier_uniform_(p)
         for m in self.modules():  # undo the blanket xavier on the attention's special init
             if isinstance(m, MSDeformAttn):
-                m._reset_parameters()
+                m.reset_parameters()
         if not self.two_stage:
             nn.init.xavier_uniform_(self.reference_points.weight, gain=1.0)
             nn.init.constant_(self.reference_points.bias, 0.0)
@@ -184,15 +208,17 @@ class DeformableTransformer(nn.Module):
         n = memory.shape[0]
         proposals, cur = [], 0
         for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
-            mask = padding_mask[:, cur:cur + h * w].view(n, h, w)
+            mask = padding_mask[:, cur : cur + h * w].view(n, h, w)
             valid_h, valid_w = (~mask[:, :, 0]).sum(1), (~mask[:, 0, :]).sum(1)
             gy, gx = torch.meshgrid(
                 torch.linspace(0, h - 1, h, dtype=torch.float32, device=memory.device),
-                torch.linspace(0, w - 1, w, dtype=torch.float32, device=memory.device), indexing="ij")
+                torch.linspace(0, w - 1, w, dtype=torch.float32, device=memory.device),
+                indexing="ij",
+            )
             grid = torch.stack([gx, gy], -1)
             scale = torch.stack([valid_w, valid_h], 1).view(n, 1, 1, 2)
             grid = (grid[None].expand(n, -1, -1, -1) + 0.5) / scale
-            wh = torch.ones_like(grid) * 0.05 * (2.0 ** lvl)
+            wh = torch.ones_like(grid) * 0.05 * (2.0**lvl)
             proposals.append(torch.cat((grid, wh), -1).view(n, -1, 4))
             cur += h * w
         proposals = torch.cat(proposals, 1)
@@ -205,24 +231,27 @@ class DeformableTransformer(nn.Module):
 
     def forward(self, srcs, masks, pos_embeds, query_embed=None):
         """srcs, masks, pos_embeds: per level (N, C, H, W), (N, H, W), (N, C, H, W).
-        Returns decoder outputs (layers, N, Q, C), initial references, per-layer references
-        and, for two-stage, the encoder's class logits and unnormalised proposal boxes."""
+        Returns decoder outputs (layers, N, Q, C), initial references, per-layer references,
+        per-layer refined boxes (None without box refinement) and, for two-stage, the
+        encoder's class logits and unnormalised proposal boxes."""
         spatial_shapes = torch.as_tensor([s.shape[-2:] for s in srcs], dtype=torch.long, device=srcs[0].device)
         src_flatten = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
         mask_flatten = torch.cat([m.flatten(1) for m in masks], 1)
-        pos_flatten = torch.cat([p.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
-                                 for lvl, p in enumerate(pos_embeds)], 1)
+        pos_flatten = torch.cat(
+            [p.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1) for lvl, p in enumerate(pos_embeds)], 1
+        )
         level_start_index = compute_level_start_index(spatial_shapes)
         valid_ratios = torch.stack([self.get_valid_ratio(m) for m in masks], 1)
 
-        memory = self.encoder(src_flatten, spatial_shapes, level_start_index, valid_ratios,
-                              pos_flatten, mask_flatten)
+        memory = self.encoder(src_flatten, spatial_shapes, level_start_index, valid_ratios, pos_flatten, mask_flatten)
         n, s, c = memory.shape
         enc_class = enc_coord_unact = None
         if self.two_stage:
             if s < self.two_stage_num_proposals:
-                raise ValueError(f"two-stage selects {self.two_stage_num_proposals} proposals (num_queries) "
-                                 f"but the encoder has only {s} positions: use larger images or fewer queries")
+                raise ValueError(
+                    f"two-stage selects {self.two_stage_num_proposals} proposals (num_queries) "
+                    f"but the encoder has only {s} positions: use larger images or fewer queries"
+                )
             output_memory, output_proposals = self.gen_encoder_output_proposals(memory, mask_flatten, spatial_shapes)
             enc_class = self.decoder.class_embed[self.decoder.num_layers](output_memory)
             enc_coord_unact = self.decoder.bbox_embed[self.decoder.num_layers](output_memory) + output_proposals
@@ -237,6 +266,7 @@ class DeformableTransformer(nn.Module):
             tgt = tgt[None].expand(n, -1, -1)
             reference_points = self.reference_points(query_pos).sigmoid()
         init_reference = reference_points
-        hs, inter_references = self.decoder(tgt, reference_points, memory, spatial_shapes,
-                                            level_start_index, valid_ratios, query_pos, mask_flatten)
-        return hs, init_reference, inter_references, enc_class, enc_coord_unact
+        hs, inter_references, boxes = self.decoder(
+            tgt, reference_points, memory, spatial_shapes, level_start_index, valid_ratios, query_pos, mask_flatten
+        )
+        return hs, init_reference, inter_references, boxes, enc_class, enc_coord_unact

@@ -1,5 +1,6 @@
 """Hungarian matching between predictions and targets, with the focal-loss-style class cost
 of Deformable DETR plus L1 and GIoU box costs."""
+
 from __future__ import annotations
 
 import torch
@@ -17,8 +18,9 @@ class HungarianMatcher(nn.Module):
     min(num_queries, num_targets), prediction indices sorted.
     """
 
-    def __init__(self, cost_class: float = 2, cost_bbox: float = 5, cost_giou: float = 2,
-                 alpha: float = 0.25, gamma: float = 2.0):
+    def __init__(
+        self, cost_class: float = 2, cost_bbox: float = 5, cost_giou: float = 2, alpha: float = 0.25, gamma: float = 2.0
+    ):
         super().__init__()
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
             raise ValueError("all matcher costs are 0")
@@ -35,7 +37,7 @@ class HungarianMatcher(nn.Module):
 
         # focal loss of "is tgt_id" minus focal loss of "is not tgt_id"
         a, g = self.alpha, self.gamma
-        neg = (1 - a) * prob ** g * -(1 - prob + 1e-8).log()
+        neg = (1 - a) * prob**g * -(1 - prob + 1e-8).log()
         pos = a * (1 - prob) ** g * -(prob + 1e-8).log()
         cost_class = pos[:, tgt_ids] - neg[:, tgt_ids]
         cost_bbox = torch.cdist(out_bbox, tgt_bbox, p=1)
@@ -45,11 +47,9 @@ class HungarianMatcher(nn.Module):
 
         sizes = [len(t["boxes"]) for t in targets]
         indices = [linear_sum_assignment(c[i]) for i, c in enumerate(cost.split(sizes, -1))]
-        return [(torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64))
-                for i, j in indices]
+        return [(torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)) for i, j in indices]
 
 
-def build_matcher(set_cost_class: float = 2, set_cost_bbox: float = 5,
-                  set_cost_giou: float = 2) -> HungarianMatcher:
+def build_matcher(set_cost_class: float = 2, set_cost_bbox: float = 5, set_cost_giou: float = 2) -> HungarianMatcher:
     # The official matcher keeps alpha at 0.25 whatever focal_alpha the loss uses.
     return HungarianMatcher(set_cost_class, set_cost_bbox, set_cost_giou)

@@ -1,5 +1,6 @@
 """Position embeddings of a feature map, from its padding mask: the sine embedding of the
 paper (normalised to the valid image, so padding does not shift positions) or a learned one."""
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,9 @@ class PositionEmbeddingSine(nn.Module):
     """(B, 2*num_pos_feats, H, W): cat(pos_y, pos_x), each interleaving sin and cos of the
     pixel's coordinate at geometric frequencies. Coordinates count valid pixels only."""
 
-    def __init__(self, num_pos_feats: int = 128, temperature: int = 10000, normalize: bool = True,
-                 scale: float | None = None):
+    def __init__(
+        self, num_pos_feats: int = 128, temperature: int = 10000, normalize: bool = True, scale: float | None = None
+    ):
         super().__init__()
         if scale is not None and not normalize:
             raise ValueError("normalize should be True if scale is passed")
@@ -61,8 +63,9 @@ class PositionEmbeddingLearned(nn.Module):
         return pos.permute(2, 0, 1)[None].expand(x.shape[0], -1, -1, -1)
 
 
-def build_position_encoding(position_embedding: str = "sine", hidden_dim: int = 256,
-                            position_embedding_scale: float = 2 * math.pi) -> nn.Module:
+def build_position_encoding(
+    position_embedding: str = "sine", hidden_dim: int = 256, position_embedding_scale: float = 2 * math.pi
+) -> nn.Module:
     n_steps = hidden_dim // 2
     if position_embedding in ("v2", "sine"):
         return PositionEmbeddingSine(n_steps, normalize=True, scale=position_embedding_scale)

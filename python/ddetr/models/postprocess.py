@@ -1,4 +1,5 @@
 """Model outputs -> detections in image coordinates (the format COCO evaluation takes)."""
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,9 @@ class PostProcess(nn.Module):
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         target_sizes = torch.as_tensor(target_sizes, device=logits.device)
         if target_sizes.dim() != 2 or target_sizes.shape != (len(logits), 2):
-            raise ValueError(f"target_sizes must be ({len(logits)}, 2) (height, width) per image, "
-                             f"got {tuple(target_sizes.shape)}")
+            raise ValueError(
+                f"target_sizes must be ({len(logits)}, 2) (height, width) per image, got {tuple(target_sizes.shape)}"
+            )
         b, q, c = logits.shape
         prob = logits.sigmoid().view(b, -1)
         scores, index = prob.topk(min(self.num_select, q * c), dim=1)
@@ -31,4 +33,4 @@ class PostProcess(nn.Module):
         boxes = torch.gather(box_cxcywh_to_xyxy(boxes), 1, query[..., None].expand(-1, -1, 4))
         h, w = target_sizes.to(boxes.dtype).unbind(1)
         boxes = boxes * torch.stack([w, h, w, h], 1)[:, None, :]
-        return [{"scores": s, "labels": l, "boxes": bx} for s, l, bx in zip(scores, labels, boxes)]
+        return [{"scores": s, "labels": c, "boxes": bx} for s, c, bx in zip(scores, labels, boxes)]

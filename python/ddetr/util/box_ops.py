@@ -1,5 +1,6 @@
 """Box conversions and IoU. Boxes are (..., 4) tensors, either (cx, cy, w, h) or
 (x0, y0, x1, y1); the IoU functions take (x0, y0, x1, y1)."""
+
 from __future__ import annotations
 
 import torch
@@ -36,9 +37,11 @@ def _check_boxes(boxes: torch.Tensor, name: str):
     # this also catches NaN boxes, which fail every comparison.
     if not bool((boxes[:, 2:] >= boxes[:, :2]).all()):
         bad = (~(boxes[:, 2:] >= boxes[:, :2]).all(-1)).nonzero()[:, 0].tolist()
-        raise ValueError(f"degenerate boxes in {name}: x1 < x0 or y1 < y0 (or NaN) at rows "
-                         f"{bad[:10]}{' ...' if len(bad) > 10 else ''}; boxes must be "
-                         "(x0, y0, x1, y1) with x1 >= x0 and y1 >= y0")
+        raise ValueError(
+            f"degenerate boxes in {name}: x1 < x0 or y1 < y0 (or NaN) at rows "
+            f"{bad[:10]}{' ...' if len(bad) > 10 else ''}; boxes must be "
+            "(x0, y0, x1, y1) with x1 >= x0 and y1 >= y0"
+        )
 
 
 def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
@@ -53,21 +56,3 @@ def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Ten
     rb = torch.max(boxes1[:, None, 2:], boxes2[:, 2:])
     area = (rb - lt).clamp(min=0).prod(-1)  # smallest enclosing box
     return iou - (area - union) / area
-
-
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Tight xyxy boxes (N, 4) around boolean masks (N, H, W); zeros for empty masks."""
-    if masks.numel() == 0:
-        return torch.zeros((0, 4), device=masks.device)
-    h, w = masks.shape[-2:]
-    y = torch.arange(h, dtype=torch.float, device=masks.device)
-    x = torch.arange(w, dtype=torch.float, device=masks.device)
-    y, x = torch.meshgrid(y, x, indexing="ij")
-    m = masks.bool()
-    big = torch.tensor(1e8, device=masks.device)
-    x1 = (m * x).flatten(1).max(-1)[0]
-    x0 = torch.where(m, x, big).flatten(1).min(-1)[0]
-    y1 = (m * y).flatten(1).max(-1)[0]
-    y0 = torch.where(m, y, big).flatten(1).min(-1)[0]
-    boxes = torch.stack([x0, y0, x1, y1], 1)
-    return torch.where(m.flatten(1).any(-1, keepdim=True), boxes, torch.zeros_like(boxes))

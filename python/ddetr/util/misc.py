@@ -1,7 +1,8 @@
 """The padded image batch (NestedTensor), inverse_sigmoid, and distributed helpers."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
@@ -15,7 +16,7 @@ class NestedTensor:
         self.tensors = tensors
         self.mask = mask
 
-    def to(self, device, non_blocking: bool = False) -> "NestedTensor":
+    def to(self, device, non_blocking: bool = False) -> NestedTensor:
         mask = None if self.mask is None else self.mask.to(device, non_blocking=non_blocking)
         return NestedTensor(self.tensors.to(device, non_blocking=non_blocking), mask)
 
@@ -30,11 +31,11 @@ class NestedTensor:
         return len(self.tensors)
 
     def __repr__(self) -> str:
-        return f"NestedTensor(tensors={tuple(self.tensors.shape)}, mask={None if self.mask is None else tuple(self.mask.shape)})"
+        mask = None if self.mask is None else tuple(self.mask.shape)
+        return f"NestedTensor(tensors={tuple(self.tensors.shape)}, mask={mask})"
 
 
-def nested_tensor_from_tensor_list(tensor_list: Sequence[torch.Tensor],
-                                   size_divisibility: int = 0) -> NestedTensor:
+def nested_tensor_from_tensor_list(tensor_list: Sequence[torch.Tensor], size_divisibility: int = 0) -> NestedTensor:
     """Pad (C, H, W) tensors with zeros to the largest H and W (rounded up to a multiple of
     `size_divisibility` when > 0) and build the padding mask."""
     if len(tensor_list) == 0:
@@ -45,8 +46,9 @@ def nested_tensor_from_tensor_list(tensor_list: Sequence[torch.Tensor],
             raise ValueError(f"tensor_list[{i}] must be a (C, H, W) tensor, got {shape}")
     c = tensor_list[0].shape[0]
     if any(t.shape[0] != c for t in tensor_list):
-        raise ValueError("all tensors in tensor_list must have the same number of channels, got "
-                         f"{[t.shape[0] for t in tensor_list]}")
+        raise ValueError(
+            f"all tensors in tensor_list must have the same number of channels, got {[t.shape[0] for t in tensor_list]}"
+        )
     h = max(t.shape[1] for t in tensor_list)
     w = max(t.shape[2] for t in tensor_list)
     if size_divisibility > 0:
@@ -56,8 +58,8 @@ def nested_tensor_from_tensor_list(tensor_list: Sequence[torch.Tensor],
     tensors = first.new_zeros((len(tensor_list), c, h, w))
     mask = torch.ones((len(tensor_list), h, w), dtype=torch.bool, device=first.device)
     for img, pad, m in zip(tensor_list, tensors, mask):
-        pad[:, :img.shape[1], :img.shape[2]].copy_(img)
-        m[:img.shape[1], :img.shape[2]] = False
+        pad[:, : img.shape[1], : img.shape[2]].copy_(img)
+        m[: img.shape[1], : img.shape[2]] = False
     return NestedTensor(tensors, mask)
 
 

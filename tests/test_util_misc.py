@@ -1,9 +1,10 @@
 """The padded image batch (NestedTensor, nested_tensor_from_tensor_list) and small helpers
 of ddetr.util.misc."""
+
 import pytest
 import torch
 
-from ddetr.util.misc import NestedTensor, accuracy, inverse_sigmoid, nested_tensor_from_tensor_list
+from ddetr.util.misc import accuracy, inverse_sigmoid, nested_tensor_from_tensor_list
 
 
 def test_padding_and_mask():
@@ -27,12 +28,15 @@ def test_dtype_kept_and_size_divisibility():
     assert nt.mask[0, 5:].all() and nt.mask[0, :, 7:].all() and not nt.mask[0, :5, :7].any()
 
 
-@pytest.mark.parametrize("bad,match", [
-    ([], "empty"),
-    ([torch.rand(4, 4)], r"tensor_list\[0\] must be a \(C, H, W\) tensor"),
-    ([torch.rand(3, 4, 4), "x"], r"tensor_list\[1\]"),
-    ([torch.rand(3, 4, 4), torch.rand(1, 4, 4)], "same number of channels"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ([], "empty"),
+        ([torch.rand(4, 4)], r"tensor_list\[0\] must be a \(C, H, W\) tensor"),
+        ([torch.rand(3, 4, 4), "x"], r"tensor_list\[1\]"),
+        ([torch.rand(3, 4, 4), torch.rand(1, 4, 4)], "same number of channels"),
+    ],
+)
 def test_bad_lists(bad, match):
     with pytest.raises(ValueError, match=match):
         nested_tensor_from_tensor_list(bad)
