@@ -49,9 +49,9 @@ def to_cuda(inputs, dtype, device="cuda"):
 def run(inputs, grad):
     """Output and the three gradients through the op and its autograd registration."""
     value, shapes, start, loc, attn = inputs
-    v, l, a = (t.detach().requires_grad_() for t in (value, loc, attn))
-    out = op(v, shapes, start, l, a, 64)
-    grads = torch.autograd.grad(out, (v, l, a), grad.to(out.device, out.dtype))
+    v, lc, a = (t.detach().requires_grad_() for t in (value, loc, attn))
+    out = op(v, shapes, start, lc, a, 64)
+    grads = torch.autograd.grad(out, (v, lc, a), grad.to(out.device, out.dtype))
     return (out.detach(), *grads)
 
 
@@ -336,8 +336,8 @@ def test_cuda_graph_capture_and_replay():
     static = [t.clone() for t in (value, loc, attn, grad)]
 
     def step():
-        v, l, a, g = static
-        return (op(v, shapes, start, l, a, 64), *op_backward(g, v, shapes, start, l, a, 64))
+        v, lc, a, g = static
+        return (op(v, shapes, start, lc, a, 64), *op_backward(g, v, shapes, start, lc, a, 64))
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -376,9 +376,9 @@ def test_torch_compile_fullgraph():
     results = []
     for fn in (loss, compiled):
         value, shapes, start, loc, attn = inputs
-        v, l, a = (t.detach().requires_grad_() for t in (value, loc, attn))
-        y = fn(v, shapes, start, l, a)
-        results.append((y.detach(), *torch.autograd.grad(y, (v, l, a))))
+        v, lc, a = (t.detach().requires_grad_() for t in (value, loc, attn))
+        y = fn(v, shapes, start, lc, a)
+        results.append((y.detach(), *torch.autograd.grad(y, (v, lc, a))))
     for name, a, b in zip(("loss", *NAMES[1:]), *results):
         assert_scaled_close(a, b, torch.float32, name)
 
@@ -390,19 +390,19 @@ class TinyDeformableAttention(nn.Module):
         super().__init__()
         self.register_buffer("shapes", torch.tensor(shapes))
         self.register_buffer("start", compute_level_start_index(self.shapes))
-        self.m, self.d, self.l, self.p = m, d, len(shapes), p
+        self.m, self.d, self.lc, self.p = m, d, len(shapes), p
         c = m * d
         self.value_proj = nn.Linear(c, c)
-        self.offsets = nn.Linear(c, m * self.l * p * 2)
-        self.weights = nn.Linear(c, m * self.l * p)
+        self.offsets = nn.Linear(c, m * self.lc * p * 2)
+        self.weights = nn.Linear(c, m * self.lc * p)
 
     def forward(self, query, reference, src):
         n, lq, _ = query.shape
-        m, d, l, p = self.m, self.d, self.l, self.p
+        m, d, lc, p = self.m, self.d, self.lc, self.p
         value = self.value_proj(src).view(n, src.shape[1], m, d)
-        offsets = self.offsets(query).view(n, lq, m, l, p, 2).tanh() * 0.2
+        offsets = self.offsets(query).view(n, lq, m, lc, p, 2).tanh() * 0.2
         loc = reference[:, :, None, None, None, :] + offsets
-        attn = self.weights(query).view(n, lq, m, l * p).softmax(-1).view(n, lq, m, l, p)
+        attn = self.weights(query).view(n, lq, m, lc * p).softmax(-1).view(n, lq, m, lc, p)
         return ddetr.ops.ms_deform_attn(value, self.shapes, loc, attn, self.start)
 
 

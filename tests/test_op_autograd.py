@@ -20,19 +20,19 @@ GRADCHECK_CASES = [
 def test_gradcheck_float64(case):
     shapes, n, lq, m, d, p = case
     value, s, st, loc, attn = make_inputs(shapes, n, lq, m, d, p, requires_grad=True, seed=11)
-    assert torch.autograd.gradcheck(lambda v, l, a: op(v, s, st, l, a, 64), (value, loc, attn),
+    assert torch.autograd.gradcheck(lambda v, lc, a: op(v, s, st, lc, a, 64), (value, loc, attn),
                                     eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
 def opcheck_inputs():
     for case in GRADCHECK_CASES[:2]:
-        v, s, st, l, a = make_inputs(*case, requires_grad=True, seed=12)
-        yield (v, s, st, l, a, 64)
-    v, s, st, l, a = make_inputs([[3, 3]], 2, 4, 2, 3, 2, dtype=torch.float32, seed=13)
-    yield (v, s, st, l, a, 2)
+        v, s, st, lc, a = make_inputs(*case, requires_grad=True, seed=12)
+        yield (v, s, st, lc, a, 64)
+    v, s, st, lc, a = make_inputs([[3, 3]], 2, 4, 2, 3, 2, dtype=torch.float32, seed=13)
+    yield (v, s, st, lc, a, 2)
     # non-contiguous value
-    v, s, st, l, a = make_inputs([[3, 4]], 2, 3, 2, 5, 2, seed=14, requires_grad=True)
-    yield (v.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_(), s, st, l, a, 64)
+    v, s, st, lc, a = make_inputs([[3, 4]], 2, 3, 2, 5, 2, seed=14, requires_grad=True)
+    yield (v.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_(), s, st, lc, a, 64)
     # empty batch
     yield make_inputs([[2, 2]], 0, 3, 1, 2, 1, seed=15) + (64,)
 
@@ -43,9 +43,9 @@ def test_opcheck(i, args):
 
 
 def test_opcheck_backward_op():
-    v, s, st, l, a = make_inputs([[3, 4], [2, 2]], 2, 3, 2, 4, 2, seed=16)
+    v, s, st, lc, a = make_inputs([[3, 4], [2, 2]], 2, 3, 2, 4, 2, seed=16)
     grad = torch.randn(2, 3, 8, dtype=torch.float64)
-    torch.library.opcheck(torch.ops.ddetr.ms_deform_attn_backward, (grad, v, s, st, l, a, 64))
+    torch.library.opcheck(torch.ops.ddetr.ms_deform_attn_backward, (grad, v, s, st, lc, a, 64))
 
 
 def test_compile_fullgraph_matches_eager():
@@ -76,13 +76,13 @@ def test_compile_fullgraph_matches_eager():
 
 
 def test_compile_inductor_forward_backward():
-    v, s, st, l, a = make_inputs([[5, 4], [2, 2]], 2, 6, 2, 8, 2, dtype=torch.float32,
+    v, s, st, lc, a = make_inputs([[5, 4], [2, 2]], 2, 6, 2, 8, 2, dtype=torch.float32,
                                  requires_grad=True, seed=17)
 
-    def f(v, l, a):
-        return (op(v * 2, s, st, l.clamp(-0.5, 1.5), a.softmax(-1), 64) ** 2).sum()
+    def f(v, lc, a):
+        return (op(v * 2, s, st, lc.clamp(-0.5, 1.5), a.softmax(-1), 64) ** 2).sum()
 
-    got = torch.autograd.grad(torch.compile(f, fullgraph=True)(v, l, a), (v, l, a))
-    want = torch.autograd.grad(f(v, l, a), (v, l, a))
+    got = torch.autograd.grad(torch.compile(f, fullgraph=True)(v, lc, a), (v, lc, a))
+    want = torch.autograd.grad(f(v, lc, a), (v, lc, a))
     for x, y in zip(got, want):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)

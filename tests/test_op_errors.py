@@ -18,8 +18,8 @@ op_backward = torch.ops.ddetr.ms_deform_attn_backward
 
 
 def good():
-    v, s, st, l, a = make_inputs([[4, 5], [2, 3]], 2, 3, 2, 4, 2)
-    return dict(value=v, spatial_shapes=s, level_start_index=st, sampling_locations=l,
+    v, s, st, lc, a = make_inputs([[4, 5], [2, 3]], 2, 3, 2, 4, 2)
+    return dict(value=v, spatial_shapes=s, level_start_index=st, sampling_locations=lc,
                 attention_weights=a)
 
 

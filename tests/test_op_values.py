@@ -30,7 +30,7 @@ def assert_matches_reference(inputs):
         # location gradients scale with the map size; compare relative to their magnitude
         scale = max(1.0, b.abs().max().item())
         torch.testing.assert_close(a.double() / scale, b.double() / scale, **tol,
-                                   msg=lambda m: f"grad {name}: {m}")
+                                   msg=lambda m, name=name: f"grad {name}: {m}")
     return out
 
 

@@ -10,7 +10,8 @@ from ddetr import weights
 from ddetr.models import build, build_model
 from ddetr.models.deformable_detr import PRIOR_PROB
 from ddetr.weights import WeightsError
-from test_model_checkpoint import VARIANTS as OFFICIAL, official_keys
+from test_model_checkpoint import VARIANTS as OFFICIAL
+from test_model_checkpoint import official_keys
 from weights_cases import SMALL, VARIANTS, small_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -162,8 +163,7 @@ def test_fine_tune_reinitialises_class_heads_only(tmp_path, variant):
     weights.files.write_state(source.state_dict(), str(tmp_path / "w.pth"))
     torch.manual_seed(1)
     target = build_model(**dict(SMALL, **VARIANTS[variant], num_classes=3))
-    perturb_heads = [h for h in target.class_embed]
-    for h in perturb_heads:  # a head that is not fresh: load_matching must re-initialise it
+    for h in target.class_embed:  # a head that is not fresh: load_matching must re-initialise it
         torch.nn.init.constant_(h.bias, 5.0)
     summary = weights.load_matching(target, str(tmp_path / "w.pth"))
     assert "\n" not in summary and "class heads" in summary and "91 classes" in summary and "3 in the model" in summary
@@ -201,7 +201,8 @@ def test_fine_tune_trains():
 @pytest.mark.parametrize("what", ["hidden", "queries", "variant"])
 def test_fine_tune_refuses_anything_but_class_count(what):
     source = small_model("default", num_classes=91).state_dict()
-    other = {"hidden": dict(hidden_dim=96), "queries": dict(num_queries=20), "variant": dict(with_box_refine=True)}[what]
+    other = {"hidden": dict(hidden_dim=96), "queries": dict(num_queries=20),
+             "variant": dict(with_box_refine=True)}[what]
     target = build_model(**dict(SMALL, num_classes=3, **other))
     with pytest.raises(WeightsError, match="does not fit"):
         weights.load_matching(target, source)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ddetr import weights
-from ddetr.weights.variant import describe
 from ddetr.models import build_model
+from ddetr.weights.variant import describe
 from weights_cases import SMALL, VARIANTS, assert_rel_close, padded_batch, perturb, small_model
 
 transformers = pytest.importorskip(

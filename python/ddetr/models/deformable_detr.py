@@ -16,7 +16,6 @@ from ..util.misc import NestedTensor, nested_tensor_from_tensor_list
 from .backbone import Joiner
 from .deformable_transformer import DeformableTransformer, refine_boxes
 
-
 PRIOR_PROB = 0.01  # the foreground probability that fresh class heads predict (focal loss)
 
 
