@@ -128,7 +128,8 @@ class _Runner(nn.Module):
 class OptimizedDETR:
     """The callable optimize_for_inference returns: `fast(samples)` takes what the model
     takes (a list of (3, H, W) images, a (B, 3, H, W) batch, or a NestedTensor) and returns
-    the same outputs dict, all in float32. `fast.model` is the folded copy it runs."""
+    the same outputs dict, all in float32. `fast.model` is the folded copy it runs (in
+    half precision its heads are wrapped, so its state_dict names differ)."""
 
     def __init__(self, model: DeformableDETR, dtype: torch.dtype, compiled: bool, backend, dynamic: bool):
         self.model, self.dtype, self.compiled = model, dtype, compiled
@@ -156,9 +157,12 @@ def optimize_for_inference(model: DeformableDETR, dtype: torch.dtype = torch.flo
     """A fast inference callable for `model` (a DeformableDETR in eval mode, float32).
 
     The model passed in is left unchanged: a deep copy is folded and compiled. `dtype`
-    (float32, bfloat16 or float16) is what the convolutions, linear layers and attention
-    run in, by autocast; the heads and the initial reference points stay float32 (see
-    _Float32), and so do the sampling locations, which add float32 reference points. With
+    (float32, bfloat16 or float16) is what the convolutions, linear layers and the
+    decoder's self-attention run in, by autocast; the heads and the initial reference
+    points stay float32 (see _Float32), and so do the sampling locations, which add float32
+    reference points. (The deformable attention op itself is fed float32 for now:
+    MSDeformAttn promotes its inputs to one dtype until the op takes half-precision values
+    with float32 locations.) With
     `compile`, torch.compile (`backend`, inductor with freezing by default) traces the whole
     forward as one graph; the first call compiles (minutes on a CPU).
 
