@@ -46,4 +46,12 @@ def build_info() -> dict:
     return info
 
 
-__all__ = ["ms_deform_attn", "build_info", "ops", "__version__"]
+def __getattr__(name):
+    # optimize_for_inference imports the models (and scipy): only when first asked for.
+    if name == "optimize_for_inference":
+        from .inference import optimize_for_inference
+        return optimize_for_inference
+    raise AttributeError(f"module 'ddetr' has no attribute {name!r}")
+
+
+__all__ = ["ms_deform_attn", "optimize_for_inference", "build_info", "ops", "__version__"]

@@ -105,12 +105,20 @@ class MSDeformAttn(nn.Module):
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
         value = value.view(n, s, self.n_heads, self.d_model // self.n_heads)
         loc, weights = self.sampling(query, reference_points, input_spatial_shapes)
-        # Under autocast the three can differ (bf16 value, float32 locations): the op wants
-        # one dtype, and locations must not lose precision, so promote to the widest.
-        dtype = torch.promote_types(torch.promote_types(value.dtype, loc.dtype), weights.dtype)
-        value, loc, weights = value.to(dtype), loc.to(dtype), weights.to(dtype)
-        if self.use_reference:
-            out = ms_deform_attn_pytorch(value, input_spatial_shapes, loc, weights)
+        # Under autocast the three can differ (bf16 value, float32 locations and weights).
+        if self.use_reference:  # grid_sample wants one dtype: the widest, so locations keep theirs
+            dtype = torch.promote_types(torch.promote_types(value.dtype, loc.dtype), weights.dtype)
+            out = ms_deform_attn_pytorch(value.to(dtype), input_spatial_shapes, loc.to(dtype), weights.to(dtype))
         else:
-            out = ms_deform_attn(value, input_spatial_shapes, loc, weights, input_level_start_index, self.im2col_step)
+            # the op's precision policy (ddetr.ops): weights in the value's dtype, locations in
+            # float32 beside a 16-bit value (never rounded); under autocast the op casts so itself
+            loc_dtype = torch.float32 if value.dtype in (torch.float16, torch.bfloat16) else value.dtype
+            out = ms_deform_attn(
+                value,
+                input_spatial_shapes,
+                loc.to(loc_dtype),
+                weights.to(value.dtype),
+                input_level_start_index,
+                self.im2col_step,
+            )
         return self.output_proj(out.to(query.dtype))

@@ -17,6 +17,15 @@ from ..ops import compute_level_start_index
 from ..util.misc import inverse_sigmoid
 
 
+def _shape_list(spatial_shapes) -> list:
+    """(H, W) per level as Python ints: from the (L, 2) tensor, or as given. Callers pass the
+    list taken from the feature maps' shapes, so torch.compile traces without reading the
+    tensor's data (`.tolist()` breaks the graph and fixes the sizes)."""
+    if isinstance(spatial_shapes, torch.Tensor):
+        return [tuple(hw) for hw in spatial_shapes.tolist()]
+    return list(spatial_shapes)
+
+
 def _clones(module: nn.Module, n: int) -> nn.ModuleList:
     return nn.ModuleList([copy.deepcopy(module) for _ in range(n)])
 
@@ -63,21 +72,26 @@ class DeformableEncoder(nn.Module):
     @staticmethod
     def get_reference_points(spatial_shapes, valid_ratios, device):
         """Pixel centres of every level, (N, S, L, 2) normalised: each centre is expressed
-        relative to its own image's valid area, then mapped into every level's valid area."""
+        relative to its own image's valid area, then mapped into every level's valid area.
+        `spatial_shapes`: the (L, 2) tensor or a list of (H, W)."""
         refs = []
-        for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
+        for lvl, (h, w) in enumerate(_shape_list(spatial_shapes)):
+            # arange + 0.5 is exactly the official linspace(0.5, h - 0.5, h), and unlike
+            # linspace it keeps h symbolic under torch.compile (no recompile per size)
             ref_y, ref_x = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
-                indexing="ij",
-            )
+                torch.arange(h, dtype=torch.float32, device=device) + 0.5,
+                torch.arange(w, dtype=torch.float32, device=device) + 0.5, indexing="ij")
             ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
             ref_x = ref_x.reshape(-1)[None] / (valid_ratios[:, None, lvl, 0] * w)
             refs.append(torch.stack((ref_x, ref_y), -1))
         return torch.cat(refs, 1)[:, :, None] * valid_ratios[:, None]
 
-    def forward(self, src, spatial_shapes, level_start_index, valid_ratios, pos, padding_mask=None):
-        reference_points = self.get_reference_points(spatial_shapes, valid_ratios, src.device)
+    def forward(self, src, spatial_shapes, level_start_index, valid_ratios, pos, padding_mask=None,
+                shapes=None):
+        """`shapes`: optional list of (H, W) per level, the same as `spatial_shapes` (the
+        tensor the op reads), given to avoid reading that tensor back."""
+        reference_points = self.get_reference_points(
+            spatial_shapes if shapes is None else shapes, valid_ratios, src.device)
         for layer in self.layers:
             src = layer(src, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
         return src
@@ -207,14 +221,12 @@ class DeformableTransformer(nn.Module):
         as logits; padding and proposals near the border are disabled (inf / zero memory)."""
         n = memory.shape[0]
         proposals, cur = [], 0
-        for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
+        for lvl, (h, w) in enumerate(_shape_list(spatial_shapes)):
             mask = padding_mask[:, cur : cur + h * w].view(n, h, w)
             valid_h, valid_w = (~mask[:, :, 0]).sum(1), (~mask[:, 0, :]).sum(1)
-            gy, gx = torch.meshgrid(
-                torch.linspace(0, h - 1, h, dtype=torch.float32, device=memory.device),
-                torch.linspace(0, w - 1, w, dtype=torch.float32, device=memory.device),
-                indexing="ij",
-            )
+            gy, gx = torch.meshgrid(  # = linspace(0, h - 1, h), see get_reference_points
+                torch.arange(h, dtype=torch.float32, device=memory.device),
+                torch.arange(w, dtype=torch.float32, device=memory.device), indexing="ij")
             grid = torch.stack([gx, gy], -1)
             scale = torch.stack([valid_w, valid_h], 1).view(n, 1, 1, 2)
             grid = (grid[None].expand(n, -1, -1, -1) + 0.5) / scale
@@ -234,7 +246,10 @@ class DeformableTransformer(nn.Module):
         Returns decoder outputs (layers, N, Q, C), initial references, per-layer references,
         per-layer refined boxes (None without box refinement) and, for two-stage, the
         encoder's class logits and unnormalised proposal boxes."""
-        spatial_shapes = torch.as_tensor([s.shape[-2:] for s in srcs], dtype=torch.long, device=srcs[0].device)
+        shapes = [tuple(s.shape[-2:]) for s in srcs]
+        # torch.tensor (not as_tensor) keeps symbolic sizes symbolic under torch.compile's
+        # dynamic shapes; as_tensor fixes them, so every image size would recompile.
+        spatial_shapes = torch.tensor(shapes, dtype=torch.long, device=srcs[0].device)
         src_flatten = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
         mask_flatten = torch.cat([m.flatten(1) for m in masks], 1)
         pos_flatten = torch.cat(
@@ -243,7 +258,8 @@ class DeformableTransformer(nn.Module):
         level_start_index = compute_level_start_index(spatial_shapes)
         valid_ratios = torch.stack([self.get_valid_ratio(m) for m in masks], 1)
 
-        memory = self.encoder(src_flatten, spatial_shapes, level_start_index, valid_ratios, pos_flatten, mask_flatten)
+        memory = self.encoder(src_flatten, spatial_shapes, level_start_index, valid_ratios,
+                              pos_flatten, mask_flatten, shapes)
         n, s, c = memory.shape
         enc_class = enc_coord_unact = None
         if self.two_stage:
@@ -252,7 +268,7 @@ class DeformableTransformer(nn.Module):
                     f"two-stage selects {self.two_stage_num_proposals} proposals (num_queries) "
                     f"but the encoder has only {s} positions: use larger images or fewer queries"
                 )
-            output_memory, output_proposals = self.gen_encoder_output_proposals(memory, mask_flatten, spatial_shapes)
+            output_memory, output_proposals = self.gen_encoder_output_proposals(memory, mask_flatten, shapes)
             enc_class = self.decoder.class_embed[self.decoder.num_layers](output_memory)
             enc_coord_unact = self.decoder.bbox_embed[self.decoder.num_layers](output_memory) + output_proposals
             topk = torch.topk(enc_class[..., 0], self.two_stage_num_proposals, dim=1)[1]

@@ -1,0 +1,30 @@
+"""The model traces as one graph under torch.compile (fullgraph=True, dynamic shapes) in
+training mode too: no data-dependent Python, `.item()` or `.tolist()` in the forward. (The
+inference path, every variant in eval mode, is held by tests/test_inference.py.) Dynamo's
+"eager" backend checks the trace without paying for code generation."""
+import pytest
+import torch
+
+from ddetr.models import build_model
+
+TINY = dict(backbone="resnet18", hidden_dim=64, nheads=8, dim_feedforward=128, enc_layers=1, dec_layers=2,
+            num_queries=20, num_classes=7)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(with_box_refine=True, two_stage=True)], ids=["default", "two_stage"])
+def test_training_forward_is_one_graph(variant):
+    torch.manual_seed(0)
+    model = build_model(**TINY, **variant).train()
+    compiled = torch.compile(model, backend="eager", fullgraph=True, dynamic=True)
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.randn(3, 256, 320, generator=gen), torch.randn(3, 224, 288, generator=gen)]
+    torch.manual_seed(1)
+    out = compiled(images)
+    torch.manual_seed(1)  # the same dropout masks
+    ref = model(images)
+    torch.testing.assert_close(out["pred_boxes"], ref["pred_boxes"])
+    torch.testing.assert_close(out["pred_logits"], ref["pred_logits"])
+    out["pred_logits"].sum().backward()  # gradients flow through the compiled graph
+    assert model.class_embed[TINY["dec_layers"] - 1].weight.grad is not None
