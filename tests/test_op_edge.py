@@ -128,9 +128,11 @@ def test_each_instruction_set(isa, index64):
     res = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    # a CPU without the instruction set falls back to a lesser copy
-    fallbacks = {"avx512": ("avx512", "avx2", "baseline"), "avx2": ("avx2", "baseline")}
-    assert res.stdout.strip() in fallbacks.get(isa, (isa,))
+    ran = res.stdout.strip()
+    if ran != isa:  # a CPU without the instruction set falls back to a lesser copy
+        fallbacks = {"avx512": ("avx2", "baseline"), "avx2": ("baseline",)}
+        assert ran in fallbacks.get(isa, ()), ran
+        pytest.skip(f"this CPU lacks {isa}: the {ran} copy ran instead (and passed)")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
