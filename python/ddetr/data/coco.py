@@ -71,7 +71,8 @@ def load_coco_json(ann_file: str) -> dict:
         )
         _check(img["id"] not in image_ids, ann_file, where, f"duplicate image id {img['id']}")
         for key in ("width", "height"):
-            _check(key not in img or _finite(img[key]), ann_file, where, f"'{key}' must be a number, got {img.get(key)!r}")
+            ok = key not in img or _finite(img[key])
+            _check(ok, ann_file, where, f"'{key}' must be a number, got {img.get(key)!r}")
         image_ids.add(img["id"])
     cat_ids = set()
     for i, cat in enumerate(data["categories"]):
