@@ -78,7 +78,7 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path}: not a ddetr / Deformable DETR checkpoint (no 'model' entry)")
     model = ckpt["model"]
-    if not isinstance(model, dict) or not model or not all(isinstance(v, torch.Tensor) for v in model.values()):
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
         raise CheckpointError(f"{path}: its 'model' entry is not a state dict (names -> tensors)")
     if not isinstance(ckpt.get("args") or {}, (dict, argparse.Namespace)):
         raise CheckpointError(f"{path}: its 'args' entry is not a dict of options")
