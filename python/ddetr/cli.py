@@ -1,4 +1,4 @@
-"""The `ddetr` command: demo | train | eval | predict | bench.
+"""The `ddetr` command: demo | train | eval | predict | check-data | bench.
 
 Every option defaults to None here; `ddetr.engine.options.resolve` fills what was not given,
 once, from the preset, the command's defaults and the one table of defaults.
@@ -11,15 +11,16 @@ import os
 import subprocess
 import sys
 
-from .data.coco import DataError
 from .engine.build import synthetic_data
-from .engine.checkpoint import CheckpointError
+from .engine.check_data import run_check_data
 from .engine.demo import run_demo
 from .engine.evaluate import run_eval
-from .engine.options import COMMAND_DEFAULTS, DEFAULTS, PRESETS, has_data, resolve
+from .engine.options import COMMAND_DEFAULTS, DEFAULTS, PRESETS, has_data, resolve, validate
 from .engine.predict import predict
-from .engine.train import NonFiniteLossError, train
+from .engine.train import train
+from .errors import UserError, is_worker_error, one_line
 from .models import DEFAULTS as MODEL_DEFAULTS
+from .weights.errors import WeightsError
 
 
 def _default(name: str, command: str | None = None) -> str:
@@ -85,6 +86,7 @@ def _add_train_options(p: argparse.ArgumentParser, command: str) -> None:
     a("--device", "auto, cpu, cuda")
     a("--amp", "bfloat16 autocast on CUDA", action=argparse.BooleanOptionalAction)
     a("--resume", "a checkpoint to continue from, or 'auto' (output-dir/checkpoint.pth if any)")
+    a("--overwrite", "start afresh even where --output-dir holds a checkpoint (replaced)", action="store_true")
     a("--eval-every", "evaluate every N epochs (and after the last); 0: never", type=int)
     a("--print-freq", type=int)
     g.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
@@ -149,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--top-queries", type=int, default=None, help=_default("top_queries"))
 
+    cd = sub.add_parser("check-data", help="read every image and annotation of a data set; report what is unusable")
+    _add_data_options(cd, "check-data")
+
     sub.add_parser("bench", help="run the benchmark suite (python -m pytest benchmarks ARGS...)", add_help=False)
     return parser
 
@@ -169,6 +174,11 @@ def bench(argv: list) -> int:
     return subprocess.call([sys.executable, "-m", "pytest", "benchmarks", *argv], cwd=root)
 
 
+def _error(command: str, e: BaseException) -> int:
+    print(f"ddetr {command}: error: {one_line(e)}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":  # everything after it goes to pytest untouched
@@ -177,6 +187,7 @@ def main(argv: list | None = None) -> int:
     no_data = args.command == "train" and not has_data(args)
     args = resolve(args.command, args)
     try:
+        validate(args.command, args)
         if args.command == "demo":
             run_demo(args)
         elif args.command == "train":
@@ -187,6 +198,8 @@ def main(argv: list | None = None) -> int:
             train(args)
         elif args.command == "eval":
             run_eval(args)
+        elif args.command == "check-data":
+            run_check_data(args)
         elif args.command == "predict":
             predict(
                 args.images,
@@ -198,9 +211,13 @@ def main(argv: list | None = None) -> int:
                 show_sampling_points=args.show_sampling_points,
                 top_queries=args.top_queries,
             )
-    except (DataError, CheckpointError, NonFiniteLossError) as e:
-        print(f"ddetr {args.command}: error: {e}", file=sys.stderr)
-        return 1
+    except (UserError, WeightsError, OSError) as e:
+        # what the user can fix (OSError: a file or folder the system refused), as one line
+        return _error(args.command, e)
+    except Exception as e:
+        if not is_worker_error(e):  # anything else is a bug: its traceback helps
+            raise
+        return _error(args.command, e)
     except KeyboardInterrupt:
         print(f"\nddetr {args.command}: interrupted", file=sys.stderr)
         return 130

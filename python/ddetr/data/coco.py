@@ -17,21 +17,27 @@ import json
 import math
 import os
 
+import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import UserError
 from .transforms import make_transforms
 
 MAX_IDENTITY_ID = 255
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data set entry that cannot be used, with the file and the entry named."""
 
 
 def _check(cond: bool, file: str, where: str, what: str) -> None:
     if not cond:
         raise DataError(f"{file}: {where}: {what}")
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def load_coco_json(ann_file: str) -> dict:
@@ -41,8 +47,14 @@ def load_coco_json(ann_file: str) -> dict:
             data = json.load(f)
     except FileNotFoundError:
         raise DataError(f"{ann_file}: annotation file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{ann_file}: is a folder, expected an instances JSON file") from None
+    except OSError as e:
+        raise DataError(f"{ann_file}: cannot read the annotation file: {e.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{ann_file}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise DataError(f"{ann_file}: JSON nested too deeply to be an instances file") from None
     _check(isinstance(data, dict), ann_file, "top level", "expected a JSON object")
     for key in ("images", "annotations", "categories"):
         _check(isinstance(data.get(key), list), ann_file, key, "missing or not a list")
@@ -58,6 +70,9 @@ def load_coco_json(ann_file: str) -> dict:
             "'file_name' missing or not a string",
         )
         _check(img["id"] not in image_ids, ann_file, where, f"duplicate image id {img['id']}")
+        for key in ("width", "height"):
+            ok = key not in img or _finite(img[key])
+            _check(ok, ann_file, where, f"'{key}' must be a number, got {img.get(key)!r}")
         image_ids.add(img["id"])
     cat_ids = set()
     for i, cat in enumerate(data["categories"]):
@@ -91,11 +106,15 @@ def load_coco_json(ann_file: str) -> dict:
         _check(
             isinstance(box, (list, tuple))
             and len(box) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box),
+            and all(_finite(v) for v in box),
             ann_file,
             where,
             f"'bbox' must be 4 finite numbers [x, y, w, h], got {box!r}",
         )
+        _check("area" not in ann or _finite(ann["area"]), ann_file, where,
+               f"'area' must be a finite number, got {ann.get('area')!r}")
+        crowd = ann.get("iscrowd", 0)
+        _check(crowd in (0, 1), ann_file, where, f"'iscrowd' must be 0 or 1, got {crowd!r}")
     # pycocotools needs annotation ids: number the entries that lack one.
     next_id = max(ann_ids, default=0) + 1
     for ann in data["annotations"]:
@@ -117,12 +136,22 @@ def coco_from_dict(data: dict):
     return coco
 
 
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode.startswith("I;16") or im.mode == "I":
+        # 16-bit grayscale: PIL's convert clips at 255 (a white image); scale 0..65535 instead
+        gray = np.asarray(im, dtype=np.float64).clip(0, 65535) / 257.0
+        return Image.fromarray(gray.round().astype(np.uint8), "L").convert("RGB")
+    return im.convert("RGB")
+
+
 def load_image(path: str, image_id) -> Image.Image:
-    """An RGB image (grayscale, palette and RGBA images converted), or DataError."""
+    """An RGB image (grayscale, 16-bit grayscale, palette and RGBA images converted), or DataError."""
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert("RGB")
+            if min(im.size) < 1:
+                raise DataError(f"{path}: empty image {im.size} (image id {image_id})")
+            return _to_rgb(im)
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found (image id {image_id})") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:

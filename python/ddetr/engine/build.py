@@ -14,6 +14,7 @@ from ..data.coco import build_coco, coco_paths
 from ..data.collate import collate_fn
 from ..data.synthetic import SyntheticConfig, make_synthetic
 from ..data.transforms import official_sizes
+from ..errors import UserError
 from ..models import DEFAULTS as MODEL_DEFAULTS
 from ..models import build
 from .distributed import DistInfo
@@ -43,7 +44,7 @@ def build_datasets(args, need_train: bool = True):
     """(train set or None, val set) from --coco-path or the explicit image folder /
     annotation file options."""
     if not has_data(args):
-        raise SystemExit(
+        raise UserError(
             "no data: give --coco-path DIR (COCO layout) or --val-images DIR --val-ann FILE"
             + (" --train-images DIR --train-ann FILE" if need_train else "")
         )
@@ -54,10 +55,10 @@ def build_datasets(args, need_train: bool = True):
         ann = getattr(args, f"{split}_ann", None)
         if img or ann:
             if not (img and ann):
-                raise SystemExit(f"--{split}-images and --{split}-ann go together")
+                raise UserError(f"--{split}-images and --{split}-ann go together")
             return img, ann
         if not args.coco_path:
-            raise SystemExit(f"no {split} data: give --coco-path DIR or --{split}-images DIR --{split}-ann FILE")
+            raise UserError(f"no {split} data: give --coco-path DIR or --{split}-images DIR --{split}-ann FILE")
         return coco_paths(args.coco_path, split)
 
     train = build_coco("train", *paths("train"), sizes=sizes) if need_train else None
@@ -92,7 +93,15 @@ def build_detector(args, device: torch.device, num_classes: int):
     """(model, criterion, postprocessors) on `device`, from the model options in `args`,
     initialised from `args.seed` (the same weights on every process)."""
     seed_everything(args.seed)
-    model, criterion, post = build(**{**model_options(args), "num_classes": num_classes})
+    try:
+        model, criterion, post = build(**{**model_options(args), "num_classes": num_classes})
+    except Exception as e:  # noqa: BLE001 - validated options leave only the weights file to fail
+        if not args.backbone_weights:
+            raise
+        first_line = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(
+            f"--backbone-weights {args.backbone_weights}: not a torchvision {args.backbone} state_dict ({first_line})"
+        ) from None
     if args.train_full_backbone:
         # from random init the frozen stem and layer1 would stay random forever
         for p in model.backbone.parameters():

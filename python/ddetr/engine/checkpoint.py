@@ -12,13 +12,17 @@ import tempfile
 
 import torch
 
+from ..errors import UserError
 from ..models import DEFAULTS as MODEL_DEFAULTS
 from ..models import build_model, build_postprocessors
+from ..weights.errors import first
+from ..weights.fitting import mismatches
+from .options import check_options, flag
 
 CHECKPOINT = "checkpoint.pth"  # the file name in a run's output folder
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     pass
 
 
@@ -27,12 +31,19 @@ def _temporary(path: str) -> tuple:
     return os.path.basename(path) + ".", ".tmp"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: set it straight back
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(state: dict, path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     prefix, suffix = _temporary(path)
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600: the mode any other file of the run gets
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -66,6 +77,11 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: cannot read checkpoint: {e}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path}: not a ddetr / Deformable DETR checkpoint (no 'model' entry)")
+    model = ckpt["model"]
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise CheckpointError(f"{path}: its 'model' entry is not a state dict (names -> tensors)")
+    if not isinstance(ckpt.get("args") or {}, (dict, argparse.Namespace)):
+        raise CheckpointError(f"{path}: its 'args' entry is not a dict of options")
     return ckpt
 
 
@@ -103,13 +119,35 @@ def resume_path(resume: str | None, output_dir: str) -> str | None:
     return resume
 
 
+# Model options that decide the weights' names and shapes.
+ARCHITECTURE = (
+    "backbone", "dilation", "num_feature_levels", "enc_layers", "dec_layers", "dim_feedforward", "hidden_dim",
+    "nheads", "num_queries", "dec_n_points", "enc_n_points", "with_box_refine", "two_stage", "num_classes",
+)
+
+
+def check_fits(saved: dict, args, path: str, n: int = 3) -> None:
+    """CheckpointError naming the first `n` model options given in `args` that differ from
+    those the checkpoint `path` was trained with (its saved `args`)."""
+    diff = [k for k in ARCHITECTURE if saved.get(k) is not None and getattr(args, k, None) not in (None, saved[k])]
+    if diff:
+        more = f" and {len(diff) - n} more" if len(diff) > n else ""
+        given = ", ".join(f"{flag(k)} {saved[k]} (given: {getattr(args, k)})" for k in diff[:n])
+        raise CheckpointError(f"{path}: was trained with {given}{more}; give those to continue it")
+
+
 def load_model_state(model, ckpt: dict, path: str) -> None:
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(
-            f"{path}: does not fit the model built from these options (give the options it was trained with): {e}"
-        ) from None
+    """Load strictly; what does not fit is named briefly (the first keys, never a dump)."""
+    missing, unexpected, shapes = mismatches(model, ckpt["model"])
+    if missing or unexpected or shapes:
+        own = model.state_dict()
+        parts = [f"missing {first(missing, 3)}"] if missing else []
+        parts += [f"unexpected {first(unexpected, 3)}"] if unexpected else []
+        if shapes:
+            parts.append("shapes differ: " + first(
+                [f"{k} {tuple(ckpt['model'][k].shape)} vs {tuple(own[k].shape)}" for k in shapes], 2))
+        raise CheckpointError(f"{path}: its weights do not fit the model its options describe: " + "; ".join(parts))
+    model.load_state_dict(ckpt["model"], strict=True)
 
 
 def model_from_checkpoint(path: str, device="cpu", num_select: int | None = None):
@@ -119,13 +157,20 @@ def model_from_checkpoint(path: str, device="cpu", num_select: int | None = None
     ckpt = load_checkpoint(path)
     saved = checkpoint_args(ckpt)
     opts = {k: saved[k] for k in MODEL_DEFAULTS if saved.get(k) is not None}
+    check_options(opts, path)
+    broken = next((k for k, v in ckpt["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken:
+        raise CheckpointError(f"{path}: weight {broken} is not finite (NaN or inf): the model cannot detect anything")
     heads = [v for k, v in ckpt["model"].items() if k.startswith("class_embed.") and k.endswith(".weight")]
     if heads:
         opts["num_classes"] = int(heads[0].shape[0])
     opts["backbone_weights"] = None  # the checkpoint holds them
     if num_select is not None:
         opts["num_select"] = num_select
-    model = build_model(**opts)
+    try:
+        model = build_model(**opts)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its saved options do not describe a model: {e}") from None
     load_model_state(model, ckpt, path)
     model.to(device).eval()
     return model, build_postprocessors(**opts), saved

@@ -15,6 +15,7 @@ import os
 
 import torch
 
+from ..data.check import check_images, require_usable
 from ..data.collate import move_targets
 from . import distributed as D
 from . import precision
@@ -146,6 +147,8 @@ def run_eval(args) -> dict:
         model, post, saved = model_from_checkpoint(args.checkpoint, dist.device, args.num_select)
         args.image_size = from_checkpoint(args.image_size, saved, "image_size")
         _, val_set = build_datasets(args, need_train=False)
+        require_usable(val_set, "val")
+        check_images(val_set)
         loader = build_loader(val_set, args.batch_size, False, dist, 0, args.num_workers)
         bar = Progress(len(loader), "eval", enabled=dist.is_main and not args.quiet, print_freq=args.print_freq)
         stats = evaluate(model, None, post, loader, val_set.coco, dist.device, val_set.label_to_category, args.amp, bar)

@@ -7,10 +7,11 @@ import os
 
 import torch
 
-from ..data.coco import load_image
+from ..data.coco import DataError, load_image
 from ..data.transforms import make_transforms
 from ..visualize import SamplingRecorder, draw_prediction
 from .checkpoint import model_from_checkpoint
+from .distributed import resolve_device
 from .options import from_checkpoint
 
 
@@ -30,6 +31,7 @@ def predict(
     labels and scores; with `show_sampling_points` where the best queries sample) and
     detections.json (boxes in the image's pixels) to `output_dir`, returns the detections
     per image."""
+    device = resolve_device(device)
     model, post, saved = model_from_checkpoint(checkpoint, device)
     info = saved.get("dataset") or {}
     names = {int(k): v for k, v in (info.get("label_names") or {}).items()}
@@ -37,10 +39,16 @@ def predict(
     transform = make_transforms("val", int(from_checkpoint(image_size, saved, "image_size")))
     recorder = SamplingRecorder(model.transformer.decoder.layers[-1].cross_attn) if show_sampling_points else None
     os.makedirs(output_dir, exist_ok=True)
-    results = []
+    results, failed = [], []
+    outputs_png = _picture_paths(images, output_dir)
     try:
         for n, path in enumerate(images):
-            image = load_image(path, n)
+            try:
+                image = load_image(path, n)
+            except DataError as e:  # the other images' detections are still written
+                failed.append(str(e))
+                results.append({"image": path, "error": str(e), "detections": []})
+                continue
             x, _ = transform(image, {})
             outputs = model([x.to(device)])
             r = post["bbox"](outputs, torch.tensor([[image.height, image.width]], device=device))[0]
@@ -60,10 +68,7 @@ def predict(
             if recorder is not None and recorder.loc is not None:
                 points = _top_query_points(outputs, recorder, image, top_queries, threshold)
             picture = draw_prediction(image, dets, points)
-            stem = os.path.splitext(os.path.basename(path))[0]
-            out_png = os.path.join(output_dir, f"{stem}.png")
-            if os.path.abspath(out_png) == os.path.abspath(path):
-                out_png = os.path.join(output_dir, f"{stem}_pred.png")
+            out_png = outputs_png[n]
             picture.save(out_png)
             results.append({"image": path, "output": out_png, "detections": dets})
             if not quiet:
@@ -71,9 +76,32 @@ def predict(
     finally:
         if recorder is not None:
             recorder.remove()
-    with open(os.path.join(output_dir, "detections.json"), "w", encoding="utf-8") as f:
+    out_json = os.path.join(output_dir, "detections.json")
+    with open(out_json, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
+    if failed:
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise DataError(
+            f"{len(failed)} of {len(images)} image(s) could not be read, the first: {failed[0]}{more}; "
+            f"{out_json} holds the others' detections"
+        )
     return results
+
+
+def _picture_paths(images: list, output_dir: str) -> list:
+    """<stem>.png per input, unique: a name taken (two inputs a/pic.png and b/pic.png), or
+    the input itself, gets _2, _3, ... ."""
+    taken = {os.path.abspath(p) for p in images}
+    out = []
+    for path in images:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, k = os.path.join(output_dir, f"{stem}.png"), 1
+        while os.path.abspath(name) in taken:
+            k += 1
+            name = os.path.join(output_dir, f"{stem}_{k}.png")
+        taken.add(os.path.abspath(name))
+        out.append(name)
+    return out
 
 
 def _top_query_points(outputs, recorder, image, k: int, threshold: float, per_query: int = 32) -> list:

@@ -17,7 +17,9 @@ import time
 
 import torch
 
+from ..data.check import check_images, describe, require_usable
 from ..data.collate import move_targets
+from ..errors import UserError
 from ..visualize import draw_training_curve
 from . import distributed as D
 from . import precision
@@ -25,6 +27,8 @@ from .build import build_datasets, build_detector, build_loader, dataset_info, s
 from .checkpoint import (
     CHECKPOINT,
     args_to_dict,
+    check_fits,
+    checkpoint_args,
     load_checkpoint,
     load_model_state,
     remove_stale_temporaries,
@@ -33,21 +37,33 @@ from .checkpoint import (
 )
 from .evaluate import evaluate, write_metrics
 from .optim import build_optimizer, build_scheduler
+from .options import flag
 from .progress import Progress
 
 LOG = "log.txt"  # one JSON line per epoch
 CURVE = "training_curve.png"
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """Training stopped on a NaN or infinite loss (or gradient)."""
 
 
 def _stop(what: str, epoch: int, step: int, detail: str) -> NonFiniteLossError:
     return NonFiniteLossError(
         f"{what} at epoch {epoch + 1} step {step + 1}{detail}. "
-        "Training stopped; the last checkpoint was not overwritten."
+        "Training stopped; the last checkpoint was not overwritten (a lower --lr may help)."
     )
+
+
+def _all_finite(outputs) -> bool:
+    """Every tensor of the model's outputs (all decoder layers, the encoder's proposals)."""
+    if isinstance(outputs, torch.Tensor):
+        return bool(torch.isfinite(outputs).all()) if outputs.is_floating_point() else True
+    if isinstance(outputs, dict):
+        return all(_all_finite(v) for v in outputs.values())
+    if isinstance(outputs, (list, tuple)):
+        return all(_all_finite(v) for v in outputs)
+    return True
 
 
 def train_one_epoch(
@@ -72,6 +88,11 @@ def train_one_epoch(
         samples = samples.to(device, non_blocking=True)
         targets = move_targets(targets, device)
         outputs = precision.forward(model, samples, amp, device)
+        # a diverging model shows here first (the matcher would fail on NaN boxes); every
+        # process learns whether any has gone, so that all stop together
+        bad = D.reduce_dict({"bad": torch.tensor(0.0 if _all_finite(outputs) else 1.0, device=device)}, False)
+        if float(bad["bad"]) > 0:
+            raise _stop("the model's outputs are not finite", epoch, step, "")
         loss_dict = criterion(outputs, targets)
         loss = criterion.weighted_total(loss_dict)
         # logged: the total and the final layer's losses (not the per-layer _0, _1, ... copies)
@@ -118,7 +139,20 @@ def train(args) -> dict:
 def _train(args, dist: D.DistInfo) -> dict:
     main = dist.is_main
     os.makedirs(args.output_dir, exist_ok=True)
+    ckpt_path = os.path.join(args.output_dir, CHECKPOINT)
+    resume = resume_path(args.resume, args.output_dir)
+    elsewhere = not resume or os.path.abspath(resume) != os.path.abspath(ckpt_path)
+    if elsewhere and os.path.isfile(ckpt_path) and not args.overwrite:
+        raise UserError(
+            f"--output-dir {args.output_dir} already holds {CHECKPOINT}: give --resume auto to continue it, "
+            "--overwrite to replace it, or another --output-dir"
+        )
     train_set, val_set = build_datasets(args)
+    for split, ds in (("train", train_set), ("val", val_set)):
+        counts = require_usable(ds, split)
+        if counts["empty"] and main:
+            print(f"warning: {ds.ann_file}: {describe(counts)}", flush=True)
+        check_images(ds)
     if args.num_classes is None:
         args.num_classes = max(train_set.num_classes, val_set.num_classes)
     args.dataset = dataset_info(train_set)
@@ -136,18 +170,19 @@ def _train(args, dist: D.DistInfo) -> dict:
     )
     scheduler = build_scheduler(optimizer, args.lr_drop)
 
-    resume = resume_path(args.resume, args.output_dir)
-    start_epoch = _resume(resume, model_without_ddp, optimizer, scheduler) if resume else 0
+    start_epoch, applied = _resume(resume, model_without_ddp, optimizer, scheduler, args) if resume else (0, [])
     if resume and main:
-        print(f"resumed from {resume}: epoch {start_epoch} of {args.epochs}", flush=True)
+        note = f"; applied {', '.join(applied)}" if applied else ""
+        print(f"resumed from {resume}: epoch {start_epoch} of {args.epochs}{note}", flush=True)
 
     gen = torch.Generator()
     train_loader = build_loader(train_set, args.batch_size, True, dist, args.seed, args.num_workers, gen)
     val_loader = build_loader(val_set, args.batch_size, False, dist, args.seed, args.num_workers)
-    ckpt_path = os.path.join(args.output_dir, CHECKPOINT)
     log_path = os.path.join(args.output_dir, LOG)
     if main:
         remove_stale_temporaries(ckpt_path)
+        if not resume and os.path.exists(log_path):  # a fresh run starts a fresh log
+            os.unlink(log_path)
         if not resume and not args.backbone_weights and not args.quiet:
             print(
                 f"note: the {args.backbone} backbone starts from random weights; the official recipe "
@@ -183,6 +218,9 @@ def _train(args, dist: D.DistInfo) -> dict:
             max_steps=args.max_steps,
         )
         scheduler.step()
+        broken = next((n for n, p in model_without_ddp.named_parameters() if not torch.isfinite(p).all()), None)
+        if broken:  # the last step of the epoch diverged: keep the previous checkpoint
+            raise _stop(f"weight {broken} is not finite", epoch, steps - 1, "")
         if main:  # after the epoch is complete: a good checkpoint is never replaced by a bad one
             save_checkpoint(
                 {
@@ -204,23 +242,40 @@ def _train(args, dist: D.DistInfo) -> dict:
             metrics = (
                 _log_epoch(args, log_path, epoch, train_stats, test_stats, n_parameters, time.time() - start) or metrics
             )
-    if main and not args.quiet:
+    if main and start_epoch >= args.epochs:
+        print(f"nothing to train: {resume} has done {start_epoch} of --epochs {args.epochs}; no checkpoint written",
+              flush=True)
+    elif main and not args.quiet:
         print(
             f"training took {datetime.timedelta(seconds=int(time.time() - start))}; checkpoint {ckpt_path}", flush=True
         )
     return metrics
 
 
-def _resume(path: str, model, optimizer, scheduler) -> int:
+SCHEDULE = ("lr", "lr_backbone", "lr_linear_proj_mult", "weight_decay", "lr_drop")
+
+
+def _resume(path: str, model, optimizer, scheduler, args) -> tuple:
     """Loads a checkpoint into the model, and when it holds them (a ddetr or official
-    training checkpoint) into the optimiser and scheduler; returns the epoch to start at."""
+    training checkpoint) into the optimiser and scheduler; returns (the epoch to start at,
+    the schedule options given that differ from the checkpoint's and were applied)."""
     ckpt = load_checkpoint(path)
+    saved = checkpoint_args(ckpt)
+    check_fits(saved, args, path)
     load_model_state(model, ckpt, path)
     if not ("optimizer" in ckpt and "lr_scheduler" in ckpt and "epoch" in ckpt):
-        return 0
+        return 0, []
+    fresh = [(g["lr"], g["weight_decay"]) for g in optimizer.param_groups]  # from these options
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["lr_scheduler"])
-    return ckpt["epoch"] + 1
+    changed = [k for k in SCHEDULE if saved.get(k) is not None and saved[k] != getattr(args, k)]
+    if changed:  # the options given win: the schedule as if they had been given from the start
+        scheduler.step_size = max(1, args.lr_drop)
+        scheduler.base_lrs = [lr for lr, _ in fresh]
+        factor = scheduler.gamma ** (scheduler.last_epoch // scheduler.step_size)
+        for g, (lr, wd) in zip(optimizer.param_groups, fresh):
+            g["initial_lr"], g["lr"], g["weight_decay"] = lr, lr * factor, wd
+    return ckpt["epoch"] + 1, [f"{flag(k)} {getattr(args, k)} (the checkpoint's: {saved[k]})" for k in changed]
 
 
 def _log_epoch(
