@@ -12,7 +12,6 @@ import tempfile
 
 import torch
 
-from ..models import DEFAULTS as MODEL_DEFAULTS
 from ..models import build_model, build_postprocessors
 
 CHECKPOINT = "checkpoint.pth"  # the file name in a run's output folder
@@ -113,19 +112,27 @@ def load_model_state(model, ckpt: dict, path: str) -> None:
 
 
 def model_from_checkpoint(path: str, device="cpu", num_select: int | None = None):
-    """(model in eval mode, postprocessors, the checkpoint's training options) from a ddetr
-    or official checkpoint: model options come from the checkpoint's args, the number of
-    classes from its class head."""
-    ckpt = load_checkpoint(path)
-    saved = checkpoint_args(ckpt)
-    opts = {k: saved[k] for k in MODEL_DEFAULTS if saved.get(k) is not None}
-    heads = [v for k, v in ckpt["model"].items() if k.startswith("class_embed.") and k.endswith(".weight")]
-    if heads:
-        opts["num_classes"] = int(heads[0].shape[0])
-    opts["backbone_weights"] = None  # the checkpoint holds them
-    if num_select is not None:
-        opts["num_select"] = num_select
-    model = build_model(**opts)
-    load_model_state(model, ckpt, path)
+    """(model in eval mode, postprocessors, the checkpoint's training options) from weights
+    in either layout (`ddetr.weights.load`): a ddetr or official checkpoint, a .bin /
+    .safetensors file, or an HF folder. Model options come from the weights and the
+    checkpoint's args (or config.json); the class names, when known, are in the returned
+    options' `dataset` (a ddetr run's data set, or an HF config's id2label)."""
+    from ..weights import WeightsError, load, load_strict
+
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state, info = load(path)
+        opts = dict(info.options, backbone_weights=None)  # the checkpoint holds them
+        if num_select is not None:
+            opts["num_select"] = num_select
+        model = build_model(**opts)
+        load_strict(model, state, info.path, info)
+    except WeightsError as e:
+        raise CheckpointError(str(e)) from None
+    saved = dict(info.args)
+    if not saved.get("dataset"):  # an HF config's names (not its LABEL_<n> placeholders) and category ids
+        names = {k: v for k, v in info.id2label.items() if v != f"LABEL_{k}"}
+        saved["dataset"] = dict(label_names=names, label_to_category=info.label_to_category)
     model.to(device).eval()
     return model, build_postprocessors(**opts), saved

@@ -24,6 +24,7 @@ from . import precision
 from .build import build_datasets, build_detector, build_loader, dataset_info, seed_everything
 from .checkpoint import (
     CHECKPOINT,
+    CheckpointError,
     args_to_dict,
     load_checkpoint,
     load_model_state,
@@ -123,6 +124,9 @@ def _train(args, dist: D.DistInfo) -> dict:
         args.num_classes = max(train_set.num_classes, val_set.num_classes)
     args.dataset = dataset_info(train_set)
     model, criterion, post = build_detector(args, dist.device, args.num_classes)
+    resume = resume_path(args.resume, args.output_dir)
+    if args.pretrained:
+        _pretrained(args, resume, model, main)
     model_without_ddp = model
     if dist.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -136,7 +140,6 @@ def _train(args, dist: D.DistInfo) -> dict:
     )
     scheduler = build_scheduler(optimizer, args.lr_drop)
 
-    resume = resume_path(args.resume, args.output_dir)
     start_epoch = _resume(resume, model_without_ddp, optimizer, scheduler) if resume else 0
     if resume and main:
         print(f"resumed from {resume}: epoch {start_epoch} of {args.epochs}", flush=True)
@@ -148,7 +151,7 @@ def _train(args, dist: D.DistInfo) -> dict:
     log_path = os.path.join(args.output_dir, LOG)
     if main:
         remove_stale_temporaries(ckpt_path)
-        if not resume and not args.backbone_weights and not args.quiet:
+        if not resume and not args.backbone_weights and not args.pretrained and not args.quiet:
             print(
                 f"note: the {args.backbone} backbone starts from random weights; the official recipe "
                 "starts from ImageNet ones (--backbone-weights FILE, a torchvision state_dict)",
@@ -209,6 +212,24 @@ def _train(args, dist: D.DistInfo) -> dict:
             f"training took {datetime.timedelta(seconds=int(time.time() - start))}; checkpoint {ckpt_path}", flush=True
         )
     return metrics
+
+
+def _pretrained(args, resume: str | None, model, main: bool) -> None:
+    """Fine-tuning: load what fits of --pretrained (every process alike), print what was
+    skipped. A checkpoint to resume from wins: it already holds the fine-tuned weights."""
+    from ..weights import WeightsError, load_matching
+
+    if resume:
+        if main:
+            print(f"--resume {resume} given: continuing that run; --pretrained {args.pretrained} is not loaded",
+                  flush=True)
+        return
+    try:
+        summary = load_matching(model, args.pretrained)
+    except WeightsError as e:
+        raise CheckpointError(f"--pretrained {e}") from None
+    if main:
+        print(f"pretrained: {summary}", flush=True)
 
 
 def _resume(path: str, model, optimizer, scheduler) -> int:
