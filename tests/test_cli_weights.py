@@ -127,6 +127,15 @@ def test_convert_bad_file_is_one_clear_error(tmp_path, capsys):
     assert not out and len(err.strip().splitlines()) == 1 and "junk.pth: cannot read weights" in err
 
 
+def test_convert_destination_of_the_wrong_kind(setup, tmp_path, capsys):
+    _, _, pretrained = setup
+    assert cli.main(["convert", str(pretrained), str(tmp_path / "x.pth"), "--to", "hf"]) == 1
+    assert "x.pth: --to hf writes a folder" in capsys.readouterr().err
+    assert cli.main(["convert", str(pretrained), str(tmp_path / "folder"), "--to", "official"]) == 1
+    assert "folder: --to official writes a file ending in .pth" in capsys.readouterr().err
+    assert not os.listdir(tmp_path)
+
+
 def test_predict_and_eval_take_either_layout(setup, finetuned, tmp_path):
     """The fine-tuned checkpoint, and the same weights as an HF folder and an official file:
     the same detections, class names and category ids, and the same metrics."""
