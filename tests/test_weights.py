@@ -49,7 +49,7 @@ def test_round_trip_official_hf_official_is_exact(tmp_path, variant, route):
     state = small_model(variant).state_dict()
     weights.files.write_state(state, str(tmp_path / "a.pth"))
     weights.convert(tmp_path / "a.pth", tmp_path / "hf", to="hf", backbone=route)
-    hf_state, _ = weights.files.read(str(tmp_path / "hf"))
+    hf_state, _, _ = weights.files.read(str(tmp_path / "hf"))
     if route == "timm":  # the names hub files carry
         assert "model.backbone.conv_encoder.model.layer1.0.conv1.weight" in hf_state
     else:

@@ -1,4 +1,4 @@
-"""The `ddetr` command: demo | train | eval | predict | check-data | bench.
+"""The `ddetr` command: demo | train | eval | predict | check-data | convert | bench.
 
 Every option defaults to None here; `ddetr.engine.options.resolve` fills what was not given,
 once, from the preset, the command's defaults and the one table of defaults.
@@ -13,6 +13,7 @@ import sys
 
 from .engine.build import synthetic_data
 from .engine.check_data import run_check_data
+from .engine.convert import run_convert
 from .engine.demo import run_demo
 from .engine.evaluate import run_eval
 from .engine.options import COMMAND_DEFAULTS, DEFAULTS, PRESETS, has_data, resolve, validate
@@ -20,7 +21,7 @@ from .engine.predict import predict
 from .engine.train import train
 from .errors import UserError, is_worker_error, one_line
 from .models import DEFAULTS as MODEL_DEFAULTS
-from .weights.errors import WeightsError
+from .weights import WeightsError
 
 
 def _default(name: str, command: str | None = None) -> str:
@@ -87,6 +88,13 @@ def _add_train_options(p: argparse.ArgumentParser, command: str) -> None:
     a("--amp", "bfloat16 autocast on CUDA", action=argparse.BooleanOptionalAction)
     a("--resume", "a checkpoint to continue from, or 'auto' (output-dir/checkpoint.pth if any)")
     a("--overwrite", "start afresh even where --output-dir holds a checkpoint (replaced)", action="store_true")
+    if command == "train":
+        a(
+            "--pretrained",
+            "weights to fine-tune from, either layout (official or ddetr .pth, HF folder, .bin, .safetensors): "
+            "model options not given are the weights', class heads are re-initialised when the class count "
+            "differs; a checkpoint found by --resume wins",
+        )
     a("--eval-every", "evaluate every N epochs (and after the last); 0: never", type=int)
     a("--print-freq", type=int)
     g.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
@@ -154,6 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
     cd = sub.add_parser("check-data", help="read every image and annotation of a data set; report what is unusable")
     _add_data_options(cd, "check-data")
 
+    cv = sub.add_parser("convert", help="convert weights between the official and the HF layout")
+    cv.add_argument("src", metavar="SRC", help="weights in either layout: .pth, .bin, .safetensors or an HF folder")
+    cv.add_argument("dst", metavar="DST", help="--to hf: a folder; --to official: a .pth or .safetensors file")
+    cv.add_argument("--to", required=True, choices=("official", "hf"))
+    cv.add_argument(
+        "--backbone",
+        dest="hf_backbone",
+        choices=("transformers", "timm"),
+        default=None,
+        help="--to hf: transformers' own ResNet (loads without timm) or timm's names, as hub files (needs timm); "
+        + _default("hf_backbone"),
+    )
+
     sub.add_parser("bench", help="run the benchmark suite (python -m pytest benchmarks ARGS...)", add_help=False)
     return parser
 
@@ -185,8 +206,8 @@ def main(argv: list | None = None) -> int:
         return bench(argv[1:])
     args = build_parser().parse_args(argv)
     no_data = args.command == "train" and not has_data(args)
-    args = resolve(args.command, args)
     try:
+        args = resolve(args.command, args)  # reads --pretrained's options
         validate(args.command, args)
         if args.command == "demo":
             run_demo(args)
@@ -211,6 +232,8 @@ def main(argv: list | None = None) -> int:
                 show_sampling_points=args.show_sampling_points,
                 top_queries=args.top_queries,
             )
+        elif args.command == "convert":
+            print(run_convert(args.src, args.dst, args.to, args.hf_backbone))
     except (UserError, WeightsError, OSError) as e:
         # what the user can fix (OSError: a file or folder the system refused), as one line
         return _error(args.command, e)

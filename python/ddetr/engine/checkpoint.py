@@ -13,8 +13,8 @@ import tempfile
 import torch
 
 from ..errors import UserError
-from ..models import DEFAULTS as MODEL_DEFAULTS
 from ..models import build_model, build_postprocessors
+from ..weights import WeightsError, load, load_strict
 from ..weights.errors import first
 from ..weights.fitting import mismatches
 from .options import check_options, flag
@@ -151,26 +151,35 @@ def load_model_state(model, ckpt: dict, path: str) -> None:
 
 
 def model_from_checkpoint(path: str, device="cpu", num_select: int | None = None):
-    """(model in eval mode, postprocessors, the checkpoint's training options) from a ddetr
-    or official checkpoint: model options come from the checkpoint's args, the number of
-    classes from its class head."""
-    ckpt = load_checkpoint(path)
-    saved = checkpoint_args(ckpt)
-    opts = {k: saved[k] for k in MODEL_DEFAULTS if saved.get(k) is not None}
+    """(model in eval mode, postprocessors, the checkpoint's training options) from weights
+    in either layout (`ddetr.weights.load`): a ddetr or official checkpoint, a .bin /
+    .safetensors file, or an HF folder. Model options come from the weights and the
+    checkpoint's args (or config.json); the class names, when known, are in the returned
+    options' `dataset` (a ddetr run's data set, or an HF config's id2label)."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state, info = load(path)
+    except WeightsError as e:
+        raise CheckpointError(str(e)) from None
+    opts = dict(info.options)
     check_options(opts, path)
-    broken = next((k for k, v in ckpt["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    broken = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if broken:
         raise CheckpointError(f"{path}: weight {broken} is not finite (NaN or inf): the model cannot detect anything")
-    heads = [v for k, v in ckpt["model"].items() if k.startswith("class_embed.") and k.endswith(".weight")]
-    if heads:
-        opts["num_classes"] = int(heads[0].shape[0])
     opts["backbone_weights"] = None  # the checkpoint holds them
     if num_select is not None:
         opts["num_select"] = num_select
     try:
         model = build_model(**opts)
+        load_strict(model, state, info.path, info)
+    except WeightsError as e:  # before ValueError: it is one
+        raise CheckpointError(str(e)) from None
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its saved options do not describe a model: {e}") from None
-    load_model_state(model, ckpt, path)
+    saved = dict(info.args)
+    if not saved.get("dataset"):  # an HF config's names (not its LABEL_<n> placeholders) and category ids
+        names = {k: v for k, v in info.id2label.items() if v != f"LABEL_{k}"}
+        saved["dataset"] = dict(label_names=names, label_to_category=info.label_to_category)
     model.to(device).eval()
     return model, build_postprocessors(**opts), saved

@@ -151,7 +151,10 @@ def run_eval(args) -> dict:
         check_images(val_set)
         loader = build_loader(val_set, args.batch_size, False, dist, 0, args.num_workers)
         bar = Progress(len(loader), "eval", enabled=dist.is_main and not args.quiet, print_freq=args.print_freq)
-        stats = evaluate(model, None, post, loader, val_set.coco, dist.device, val_set.label_to_category, args.amp, bar)
+        # labels -> category ids as in training (the checkpoint's data set), else the val set's
+        trained = (saved.get("dataset") or {}).get("label_to_category")
+        to_cat = {int(k): int(v) for k, v in trained.items()} if trained else val_set.label_to_category
+        stats = evaluate(model, None, post, loader, val_set.coco, dist.device, to_cat, args.amp, bar)
         if not dist.is_main:
             return {}
         summary = stats.pop("coco_summary", "")

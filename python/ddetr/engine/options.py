@@ -41,6 +41,7 @@ TRAIN = dict(
     amp=False,
     resume=None,
     overwrite=False,  # start afresh in an output folder that holds a checkpoint
+    pretrained=None,  # weights to fine-tune from (either layout); their model options fill those not given
     eval_every=1,
     print_freq=50,
     max_steps=None,
@@ -52,9 +53,11 @@ TRAIN = dict(
 
 PREDICT = dict(threshold=0.3, show_sampling_points=False, top_queries=3, num_pictures=6)
 
+CONVERT = dict(hf_backbone="transformers")  # `ddetr convert --backbone`: the HF ResNet names and config
+
 # None here means "decided later": the number of classes by the data set; for eval and
 # predict, the image size and number of detections kept by the checkpoint's training options.
-DEFAULTS = {**MODEL, "num_classes": None, **DATA, **TRAIN, **PREDICT}
+DEFAULTS = {**MODEL, "num_classes": None, **DATA, **TRAIN, **PREDICT, **CONVERT}
 
 # Where a command's default differs from the table.
 COMMAND_DEFAULTS = {
@@ -103,11 +106,24 @@ def has_data(args) -> bool:
     return any(getattr(args, k, None) for k in ("coco_path", "train_images", "train_ann", "val_images", "val_ann"))
 
 
+def pretrained_options(path: str) -> dict:
+    """The architecture options of the weights at `path` (either layout), all but the class
+    count: a model fine-tuned from them is built as they were unless told otherwise."""
+    from ..weights import load
+    from ..weights.variant import ARCHITECTURE
+
+    _, info = load(path)
+    return {k: v for k, v in info.options.items() if k in ARCHITECTURE and k != "num_classes"}
+
+
 def resolve(command: str, args: argparse.Namespace) -> argparse.Namespace:
     """Fill every option `args` left as None, once (see the module docstring). `ddetr train`
-    without data trains on the synthetic set, at the demo's image size unless given."""
+    without data trains on the synthetic set, at the demo's image size unless given; with
+    --pretrained, the weights' architecture comes before the preset."""
     preset = "demo" if command == "demo" else getattr(args, "preset", None) or DEFAULTS["preset"]
     layers = [PRESETS[preset], COMMAND_DEFAULTS.get(command, {})]
+    if getattr(args, "pretrained", None):
+        layers.insert(0, pretrained_options(args.pretrained))
     if command == "train" and not has_data(args):
         layers.insert(1, {"image_size": DEMO_PRESET["image_size"]})
     names = set(vars(args)) | set(ENGINE_READS.get(command, ()))

@@ -72,7 +72,8 @@ def predict(
             picture.save(out_png)
             results.append({"image": path, "output": out_png, "detections": dets})
             if not quiet:
-                print(f"{path}: {len(dets)} detection(s) -> {out_png}")
+                found = ", ".join(f"{d['name']} {d['score']:.2f}" for d in dets[:5]) + ", ..." * (len(dets) > 5)
+                print(f"{path}: {len(dets)} detection(s){f' ({found})' if dets else ''} -> {out_png}")
     finally:
         if recorder is not None:
             recorder.remove()

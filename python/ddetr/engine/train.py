@@ -21,11 +21,13 @@ from ..data.check import check_images, describe, require_usable
 from ..data.collate import move_targets
 from ..errors import UserError
 from ..visualize import draw_training_curve
+from ..weights import WeightsError, load_matching
 from . import distributed as D
 from . import precision
 from .build import build_datasets, build_detector, build_loader, dataset_info, seed_everything
 from .checkpoint import (
     CHECKPOINT,
+    CheckpointError,
     args_to_dict,
     check_fits,
     checkpoint_args,
@@ -157,6 +159,9 @@ def _train(args, dist: D.DistInfo) -> dict:
         args.num_classes = max(train_set.num_classes, val_set.num_classes)
     args.dataset = dataset_info(train_set)
     model, criterion, post = build_detector(args, dist.device, args.num_classes)
+    resume = resume_path(args.resume, args.output_dir)
+    if args.pretrained:
+        _pretrained(args, resume, model, main)
     model_without_ddp = model
     if dist.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -183,7 +188,7 @@ def _train(args, dist: D.DistInfo) -> dict:
         remove_stale_temporaries(ckpt_path)
         if not resume and os.path.exists(log_path):  # a fresh run starts a fresh log
             os.unlink(log_path)
-        if not resume and not args.backbone_weights and not args.quiet:
+        if not resume and not args.backbone_weights and not args.pretrained and not args.quiet:
             print(
                 f"note: the {args.backbone} backbone starts from random weights; the official recipe "
                 "starts from ImageNet ones (--backbone-weights FILE, a torchvision state_dict)",
@@ -253,6 +258,22 @@ def _train(args, dist: D.DistInfo) -> dict:
 
 
 SCHEDULE = ("lr", "lr_backbone", "lr_linear_proj_mult", "weight_decay", "lr_drop")
+
+
+def _pretrained(args, resume: str | None, model, main: bool) -> None:
+    """Fine-tuning: load what fits of --pretrained (every process alike), print what was
+    skipped. A checkpoint to resume from wins: it already holds the fine-tuned weights."""
+    if resume:
+        if main:
+            print(f"--resume {resume} given: continuing that run; --pretrained {args.pretrained} is not loaded",
+                  flush=True)
+        return
+    try:
+        summary = load_matching(model, args.pretrained)
+    except WeightsError as e:
+        raise CheckpointError(f"--pretrained {e}") from None
+    if main:
+        print(f"pretrained: {summary}", flush=True)
 
 
 def _resume(path: str, model, optimizer, scheduler, args) -> tuple:

@@ -29,29 +29,54 @@ class WeightsInfo:
     num_classes: int
     options: dict                 # ddetr model options the weights imply (ddetr.models.DEFAULTS names)
     backbone_route: str | None = None         # HF sources: 'transformers' or 'timm' names
-    id2label: dict = field(default_factory=dict)  # HF config.json's class names, if any
+    id2label: dict = field(default_factory=dict)  # class names: HF config.json's, or a ddetr checkpoint's data set's
+    args: dict = field(default_factory=dict)      # a checkpoint's training options (official or ddetr), if any
+    label_to_category: dict = field(default_factory=dict)  # a ddetr run's data set's category ids, if known
+
+
+# config.json's entry for a ddetr run's category ids (label -> id): transformers keeps
+# unknown config entries, and ddetr reads it back
+CATEGORIES_KEY = "ddetr_label_to_category"
+
+
+def _stated_by_args(args: dict) -> dict:
+    """The model options a checkpoint's `args` state (official and ddetr checkpoints keep
+    them; nheads, dilation and two-stage's query count are in no tensor)."""
+    from ..models import DEFAULTS
+    return {k: args[k] for k in DEFAULTS if k != "backbone_weights" and args.get(k) is not None}
+
+
+def _labels(config: dict | None, args: dict) -> tuple[dict, dict]:
+    """(label -> class name, label -> category id): from an HF config (id2label), else
+    from the data set a ddetr checkpoint was trained on."""
+    dataset = args.get("dataset") if isinstance(args.get("dataset"), dict) else {}
+    names = config.get("id2label") if config else dataset.get("label_names")
+    cats = config.get(CATEGORIES_KEY) if config else dataset.get("label_to_category")
+    return tuple({int(k): v for k, v in d.items()} if isinstance(d, dict) else {} for d in (names, cats))
 
 
 def load(path) -> tuple[dict, WeightsInfo]:
     """(state dict in ddetr's official layout, WeightsInfo) from a file or an HF folder."""
     where = os.fspath(path)
-    state, config = files.read(where)
+    state, config, args = files.read(where)
+    args = args or {}
     state = strip_wrappers(state)
     layout = detect_layout(state)
     if layout is None:
         raise WeightsError(f"{where}: neither the official nor the HF layout of Deformable DETR "
                            f"(no transformer.level_embed / model.level_embed); keys: {first(state)}")
     official = hf_to_official(state, where) if layout == "hf" else complete_heads(state, where)
-    stated = from_config(config, where) if config else {}
+    stated, source = (from_config(config, where), "config.json") if config else (_stated_by_args(args), "args")
     options = describe(official, where, nheads=stated.get("nheads"))
     for name, value in stated.items():
         if name in options and options[name] != value:
-            raise WeightsError(f"{where}: config.json gives {name}={value!r} but the weights have "
+            raise WeightsError(f"{where}: {source} gives {name}={value!r} but the weights have "
                                f"{name}={options[name]!r}")
         options[name] = value
-    id2label = {int(k): v for k, v in (config or {}).get("id2label", {}).items()}
+    names, cats = _labels(config, args)
     return official, WeightsInfo(where, layout, variant_name(options), options["num_classes"], options,
-                                 backbone_route(state) if layout == "hf" else None, id2label)
+                                 backbone_route(state) if layout == "hf" else None, id2label=names, args=args,
+                                 label_to_category=cats)
 
 
 def convert(src, dst, to: str = "hf", backbone: str = "transformers", id2label: dict | None = None,
@@ -60,13 +85,16 @@ def convert(src, dst, to: str = "hf", backbone: str = "transformers", id2label: 
     gets config.json + model.safetensors (pytorch_model.bin without safetensors installed);
     `backbone` picks the ResNet names and config: 'transformers' (loads with no timm) or
     'timm' (as hub files). to='official': `dst` is a .pth ({'model': state}) or .safetensors.
-    `options`: what the tensors cannot tell, for config.json (e.g. two-stage `num_queries`)."""
+    `options`: what the tensors cannot tell, for config.json (e.g. two-stage `num_queries`);
+    a .pth keeps them (and the class names) in its `args`."""
     state, info = load(src)
     info.options.update(options or {})
     dst = os.fspath(dst)
     if to == "hf":
         names = id2label or info.id2label or None
         config = to_config(info.options, backbone, names)
+        if info.label_to_category:
+            config[CATEGORIES_KEY] = {str(k): v for k, v in info.label_to_category.items()}
         try:
             import safetensors  # noqa: F401
             use_safetensors = True
@@ -74,7 +102,11 @@ def convert(src, dst, to: str = "hf", backbone: str = "transformers", id2label: 
             use_safetensors = False
         files.write_hf_folder(official_to_hf(state, backbone, info.path), config, dst, use_safetensors)
     elif to == "official":
-        files.write_state(state, dst)
+        # args keep what the tensors cannot tell (heads, two-stage queries, class names); the
+        # official code reads only 'model'. A .safetensors file holds tensors only.
+        dataset = dict(label_names=id2label or info.id2label, label_to_category=info.label_to_category)
+        args = {**info.options, "dataset": {k: dict(v) for k, v in dataset.items() if v}}
+        files.write_state(state, dst, args=args)
     else:
         raise ValueError(f"to must be 'hf' or 'official', got {to!r}")
     return info

@@ -23,19 +23,23 @@ def _safetensors(path: str):
     return safetensors.torch
 
 
-def _read_file(path: str) -> dict:
+def _read_file(path: str) -> tuple[dict, dict | None]:
+    """(state dict, the checkpoint's training options `args` as a dict, or None)."""
+    args = None
     try:
         if path.endswith(".safetensors"):
-            return _safetensors(path).load_file(path, device="cpu")
-        # official checkpoints keep their training options as an argparse.Namespace
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = _safetensors(path).load_file(path, device="cpu")
+        else:  # official checkpoints keep their training options as an argparse.Namespace
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except WeightsError:
         raise
     except Exception as e:  # noqa: BLE001 - a truncated or corrupt file fails in many ways
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise WeightsError(f"{path}: cannot read weights (truncated or corrupt?): {reason}") from None
     if isinstance(obj, dict):
+        if isinstance(obj.get("args"), (dict, argparse.Namespace)):
+            args = dict(vars(obj["args"]) if isinstance(obj["args"], argparse.Namespace) else obj["args"])
         for wrapper in ("model", "state_dict"):  # official / ddetr checkpoints, Lightning-style
             if isinstance(obj.get(wrapper), dict):
                 obj = obj[wrapper]
@@ -43,12 +47,13 @@ def _read_file(path: str) -> dict:
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path}: not a state dict (a dict of tensors, or a checkpoint holding one "
                            f"under 'model'), got {type(obj).__name__}")
-    return obj
+    return obj, args
 
 
-def read(path: str) -> tuple[dict, dict | None]:
-    """(state dict, config.json as a dict or None). `path`: a weights file, or an HF folder
-    (config.json beside model.safetensors, pytorch_model.bin or a sharded index)."""
+def read(path: str) -> tuple[dict, dict | None, dict | None]:
+    """(state dict, config.json as a dict or None, a checkpoint's `args` as a dict or None).
+    `path`: a weights file, or an HF folder (config.json beside model.safetensors,
+    pytorch_model.bin or a sharded index)."""
     path = os.fspath(path)
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     if os.path.isdir(path):
@@ -63,11 +68,11 @@ def read(path: str) -> tuple[dict, dict | None]:
     if file.endswith(".index.json"):
         with open(file) as f:
             shards = sorted(set(json.load(f)["weight_map"].values()))
-        state = {}
+        state, args = {}, None
         for shard in shards:
-            state.update(_read_file(os.path.join(folder, shard)))
+            state.update(_read_file(os.path.join(folder, shard))[0])
     else:
-        state = _read_file(file)
+        state, args = _read_file(file)
     config = None
     config_path = os.path.join(folder, "config.json")
     if os.path.basename(file) in HF_WEIGHTS + HF_INDEXES and os.path.isfile(config_path):
@@ -76,7 +81,7 @@ def read(path: str) -> tuple[dict, dict | None]:
                 config = json.load(f)
         except (OSError, ValueError) as e:
             raise WeightsError(f"{config_path}: not a readable JSON config: {e}") from None
-    return state, config
+    return state, config, args
 
 
 def _unshared(state: dict) -> dict:
@@ -84,14 +89,15 @@ def _unshared(state: dict) -> dict:
     return {k: v.detach().contiguous().clone() for k, v in state.items()}
 
 
-def write_state(state: dict, path: str, wrap: bool = True) -> None:
+def write_state(state: dict, path: str, wrap: bool = True, args: dict | None = None) -> None:
     """A .safetensors file (flat), or a torch pickle ({'model': state} when `wrap`, as
-    official checkpoints)."""
+    official checkpoints, plus {'args': args} when given: the model options and class names
+    that the tensors cannot tell)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if path.endswith(".safetensors"):
         _safetensors(path).save_file(_unshared(state), path, metadata={"format": "pt"})
     else:
-        torch.save({"model": state} if wrap else state, path)
+        torch.save(({"model": state, **({"args": args} if args else {})}) if wrap else state, path)
 
 
 def write_hf_folder(state: dict, config: dict, folder: str, safetensors: bool = True) -> str:

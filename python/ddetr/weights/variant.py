@@ -8,6 +8,12 @@ from .layout import indices
 
 DEFAULT_HEADS = 8  # not in the tensors: heads x points is (see `describe`)
 
+# The model options that decide a state dict's keys and shapes, or what its weights compute:
+# a model fine-tuned from weights takes these from them (all but the class count).
+ARCHITECTURE = ("num_classes", "backbone", "dilation", "position_embedding", "position_embedding_scale",
+                "num_feature_levels", "enc_layers", "dec_layers", "dim_feedforward", "hidden_dim", "nheads",
+                "num_queries", "dec_n_points", "enc_n_points", "with_box_refine", "two_stage")
+
 
 def variant_name(options: dict) -> str:
     base = "two-stage" if options["two_stage"] else "box-refine" if options["with_box_refine"] else "default"
