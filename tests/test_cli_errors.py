@@ -261,13 +261,14 @@ def test_bad_checkpoints(run, tmp_path):
     torch.save({"model": [1, 2], "args": ckpt["args"]}, tmp_path / "list.pth")
     torch.save({"model": ckpt["model"], "args": {**ckpt["args"], "hidden_dim": -3}}, tmp_path / "opts.pth")
     torch.save({"model": ckpt["model"], "args": {**ckpt["args"], "hidden_dim": 64}}, tmp_path / "fit.pth")
-    for name, *parts in [("list.pth", "not a state dict"), ("opts.pth", "--hidden-dim -3"),
-                         ("fit.pth", "do not fit")]:
+    # saved options that contradict the weights are named with what the weights have
+    for name, *parts in [("list.pth", "not a state dict"), ("opts.pth", "hidden_dim=-3", "hidden_dim=32"),
+                         ("fit.pth", "hidden_dim=64", "hidden_dim=32")]:
         line = one_error(ddetr_here("predict", img, "--checkpoint", tmp_path / name, "--output-dir", tmp_path / "p"),
                          "predict", name, *parts)
         assert len(line) < 400
     one_error(ddetr_here("eval", "--checkpoint", tmp_path / "fit.pth", "--coco-path", data, "--output-dir", tmp_path),
-              "eval", "fit.pth", "do not fit")
+              "eval", "fit.pth", "hidden_dim=64")
 
 
 # 4. consistency
