@@ -1,4 +1,4 @@
-"""The `ddetr` command: demo | train | eval | predict | bench.
+"""The `ddetr` command: demo | train | eval | predict | export | bench.
 
 Options left unset fall back to the preset (`--preset demo`, and always for `ddetr demo`),
 then to the official Deformable DETR values.
@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="overlay the decoder sampling locations of the top detections' queries")
     pr.add_argument("--top-queries", type=int, default=3)
 
+    from .export.cli import add_parser as add_export_parser
+    add_export_parser(sub)
+
     sub.add_parser("bench", help="run the benchmark suite (python -m pytest benchmarks ARGS...)", add_help=False)
     return parser
 
@@ -152,6 +155,9 @@ def main(argv: list | None = None) -> int:
     if argv and argv[0] == "bench":  # everything after it goes to pytest untouched
         return bench(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "export":
+        from .export.cli import run as run_export
+        return run_export(args)
     from .data.coco import DataError
     from .engine.checkpoint import CheckpointError
     from .engine.train import NonFiniteLossError

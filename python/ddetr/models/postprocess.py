@@ -7,6 +7,21 @@ from torch import nn
 from ..util.box_ops import box_cxcywh_to_xyxy
 
 
+def top_detections(logits: torch.Tensor, boxes: torch.Tensor, target_sizes: torch.Tensor,
+                   num_select: int):
+    """Batched: the `num_select` best (query, class) pairs of each image as scores (B, K),
+    labels (B, K) int64 and boxes (B, K, 4) absolute (x0, y0, x1, y1); K = min(num_select,
+    Q * C). Also what the exported graph computes (ddetr.export, postprocess=True)."""
+    b, q, c = logits.shape
+    prob = logits.sigmoid().reshape(b, -1)
+    scores, index = prob.topk(min(num_select, q * c), dim=1)
+    query, labels = index // c, index % c
+    boxes = torch.gather(box_cxcywh_to_xyxy(boxes), 1, query[..., None].expand(-1, -1, 4))
+    h, w = target_sizes.to(boxes.dtype).unbind(1)
+    boxes = boxes * torch.stack([w, h, w, h], 1)[:, None, :]
+    return scores, labels, boxes
+
+
 class PostProcess(nn.Module):
     """Keep the `num_select` highest sigmoid scores over all (query, class) pairs, so one
     query may give several detections with different labels, as the official code does."""
@@ -24,11 +39,5 @@ class PostProcess(nn.Module):
         if target_sizes.dim() != 2 or target_sizes.shape != (len(logits), 2):
             raise ValueError(f"target_sizes must be ({len(logits)}, 2) (height, width) per image, "
                              f"got {tuple(target_sizes.shape)}")
-        b, q, c = logits.shape
-        prob = logits.sigmoid().view(b, -1)
-        scores, index = prob.topk(min(self.num_select, q * c), dim=1)
-        query, labels = index // c, index % c
-        boxes = torch.gather(box_cxcywh_to_xyxy(boxes), 1, query[..., None].expand(-1, -1, 4))
-        h, w = target_sizes.to(boxes.dtype).unbind(1)
-        boxes = boxes * torch.stack([w, h, w, h], 1)[:, None, :]
+        scores, labels, boxes = top_detections(logits, boxes, target_sizes, self.num_select)
         return [{"scores": s, "labels": l, "boxes": bx} for s, l, bx in zip(scores, labels, boxes)]
