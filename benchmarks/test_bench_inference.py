@@ -1,8 +1,11 @@
 """Inference of the full Deformable DETR (ResNet-50, default variant) on one 800 x 1066
 image: the eager float32 model against ddetr.optimize_for_inference in float32 and
 bfloat16 (folded batch norm, torch.compile with inductor and freezing), the same weights,
-in one run. Each optimised case records its compile time, its speed-up over eager float32
-measured in this run, and how far its outputs are from eager float32."""
+in one run, and the portable ONNX export run by onnxruntime on the CPU. Each optimised case
+records its compile (or export) time, its speed-up over eager float32 measured in this run,
+and how far its outputs are from eager float32."""
+import os
+import tempfile
 import time
 
 import pytest
@@ -14,7 +17,8 @@ from ddetr.models import build_model
 
 SIZE = (800, 1066)
 ROUNDS = {"cpu": 5, "cuda": 20}
-CASES = [("eager", torch.float32), ("optimised", torch.float32), ("optimised", torch.bfloat16)]
+CASES = [("eager", torch.float32), ("optimised", torch.float32), ("optimised", torch.bfloat16),
+         ("onnxruntime", torch.float32)]
 
 _eager = {}  # device -> (median, outputs) of the eager float32 case, which runs first
 
@@ -27,6 +31,31 @@ def _model(device):
     return model
 
 
+def _onnxruntime_case(model, images, device, benchmark, extra):
+    """The portable ONNX export (GridSample attention) run by onnxruntime on the CPU."""
+    if device != "cpu":
+        pytest.skip("onnxruntime runs here on the CPU execution provider")
+    ort = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    pytest.importorskip("onnxscript", reason="the export extra is not installed")
+    import numpy as np
+
+    from ddetr.export import to_onnx
+
+    if benchmark.disabled:  # the smoke run skips the minutes-long export
+        pytest.skip("onnxruntime case: export skipped in the smoke run")
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        path = to_onnx(model, os.path.join(tmp, "model.onnx"), image_size=SIZE)
+        extra["export_s"] = time.perf_counter() - t0
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feeds = {"images": images[0][None].numpy(), "mask": np.zeros((1, *SIZE), dtype=bool)}
+
+    def fn():
+        logits, boxes = session.run(None, feeds)
+        return {"pred_logits": torch.from_numpy(logits), "pred_boxes": torch.from_numpy(boxes)}
+    return fn
+
+
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("mode, dtype", CASES, ids=[f"{m}-{str(d).split('.')[-1]}" for m, d in CASES])
 def test_inference(benchmark, mode, dtype, device):
@@ -37,6 +66,8 @@ def test_inference(benchmark, mode, dtype, device):
         def fn():
             with torch.no_grad():
                 return model(images)
+    elif mode == "onnxruntime":
+        fn = _onnxruntime_case(model, images, device, benchmark, extra)
     else:
         # The smoke run (--benchmark-disable) skips the minutes-long compile; the compiled
         # path is tested by tests/test_inference.py.

@@ -1,4 +1,4 @@
-"""The `ddetr` command: demo | train | eval | predict | check-data | convert | bench.
+"""The `ddetr` command: demo | train | eval | predict | check-data | convert | export | bench.
 
 Every option defaults to None here; `ddetr.engine.options.resolve` fills what was not given,
 once, from the preset, the command's defaults and the one table of defaults.
@@ -20,6 +20,8 @@ from .engine.options import COMMAND_DEFAULTS, DEFAULTS, PRESETS, has_data, resol
 from .engine.predict import predict
 from .engine.train import train
 from .errors import UserError, is_worker_error, one_line
+from .export.cli import add_parser as add_export_parser
+from .export.cli import run as run_export
 from .models import DEFAULTS as MODEL_DEFAULTS
 from .weights import WeightsError
 
@@ -175,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         + _default("hf_backbone"),
     )
 
+    add_export_parser(sub)
+
     sub.add_parser("bench", help="run the benchmark suite (python -m pytest benchmarks ARGS...)", add_help=False)
     return parser
 
@@ -234,6 +238,8 @@ def main(argv: list | None = None) -> int:
             )
         elif args.command == "convert":
             print(run_convert(args.src, args.dst, args.to, args.hf_backbone))
+        elif args.command == "export":
+            run_export(args)
     except (UserError, WeightsError, OSError) as e:
         # what the user can fix (OSError: a file or folder the system refused), as one line
         return _error(args.command, e)

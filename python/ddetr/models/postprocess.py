@@ -8,6 +8,21 @@ from torch import nn
 from ..util.box_ops import box_cxcywh_to_xyxy
 
 
+def top_detections(logits: torch.Tensor, boxes: torch.Tensor, target_sizes: torch.Tensor,
+                   num_select: int):
+    """Batched: the `num_select` best (query, class) pairs of each image as scores (B, K),
+    labels (B, K) int64 and boxes (B, K, 4) absolute (x0, y0, x1, y1); K = min(num_select,
+    Q * C). Also what the exported graph computes (ddetr.export, postprocess=True)."""
+    b, q, c = logits.shape
+    prob = logits.sigmoid().reshape(b, -1)
+    scores, index = prob.topk(min(num_select, q * c), dim=1)
+    query, labels = index // c, index % c
+    boxes = torch.gather(box_cxcywh_to_xyxy(boxes), 1, query[..., None].expand(-1, -1, 4))
+    h, w = target_sizes.to(boxes.dtype).unbind(1)
+    boxes = boxes * torch.stack([w, h, w, h], 1)[:, None, :]
+    return scores, labels, boxes
+
+
 class PostProcess(nn.Module):
     """Keep the `num_select` highest sigmoid scores over all (query, class) pairs, so one
     query may give several detections with different labels, as the official code does."""
@@ -23,14 +38,7 @@ class PostProcess(nn.Module):
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         target_sizes = torch.as_tensor(target_sizes, device=logits.device)
         if target_sizes.dim() != 2 or target_sizes.shape != (len(logits), 2):
-            raise ValueError(
-                f"target_sizes must be ({len(logits)}, 2) (height, width) per image, got {tuple(target_sizes.shape)}"
-            )
-        b, q, c = logits.shape
-        prob = logits.sigmoid().view(b, -1)
-        scores, index = prob.topk(min(self.num_select, q * c), dim=1)
-        query, labels = index // c, index % c
-        boxes = torch.gather(box_cxcywh_to_xyxy(boxes), 1, query[..., None].expand(-1, -1, 4))
-        h, w = target_sizes.to(boxes.dtype).unbind(1)
-        boxes = boxes * torch.stack([w, h, w, h], 1)[:, None, :]
-        return [{"scores": s, "labels": c, "boxes": bx} for s, c, bx in zip(scores, labels, boxes)]
+            raise ValueError(f"target_sizes must be ({len(logits)}, 2) (height, width) per image, "
+                             f"got {tuple(target_sizes.shape)}")
+        scores, labels, boxes = top_detections(logits, boxes, target_sizes, self.num_select)
+        return [{"scores": s, "labels": lb, "boxes": bx} for s, lb, bx in zip(scores, labels, boxes)]
