@@ -5,7 +5,8 @@ import torch
 
 import ddetr
 from ddetr.ops import ms_deform_attn_pytorch
-from op_cases import BAND_CASES, BAND_SHAPES, CASES, case_id, encoder_inputs, make_inputs
+from op_cases import (BAND_CASES, BAND_SHAPES, CASES, SPREAD_CASES, SPREAD_SHAPES, case_id,
+                      encoder_inputs, make_inputs)
 
 op = torch.ops.ddetr.ms_deform_attn
 
@@ -59,6 +60,16 @@ def test_encoder_bands_match_reference(case, dtype):
     # (deferred), on narrow levels where a band writes only its buffer, and off the map
     assert_matches_reference(encoder_inputs(BAND_SHAPES, n=2, p=4, **BAND_CASES[case],
                                             dtype=dtype, requires_grad=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", sorted(SPREAD_CASES))
+def test_encoder_spreads_match_reference(case, dtype):
+    # the encoder layout with points tens of columns away or anywhere: many points of one
+    # value row come from far-apart queries (the CPU backward sums them sorted by cell)
+    assert_matches_reference(encoder_inputs(SPREAD_SHAPES, n=2, m=3, d=8, p=3,
+                                            **SPREAD_CASES[case], dtype=dtype,
+                                            requires_grad=True))
 
 
 @pytest.mark.parametrize("spread", [(0.0, 1.0), (-3.0, 4.0), (0.45, 0.55)])
