@@ -4,9 +4,8 @@
 // Walk: when the queries are the value's own pixels (the encoder, Lq == S), each level's map
 // is cut into kBands bands of columns and the queries are walked band by band, each band's
 // part of a level in column strips of kStrip pixels, so the value rows that neighbouring
-// queries share stay in cache, and the two halves of the walk that two threads take read
-// mostly different rows. Any other layout is walked in index order.
-
+// queries share stay in cache, and the two halves of the forward's walk that two threads
+// take read mostly different rows. Any other layout is walked in index order.
 #pragma once
 #include <cstdint>
 
@@ -15,7 +14,8 @@
 namespace ddetr {
 namespace cpu {
 
-// Fixed, not the thread count, so that the walk (and the forward's bits) never depend on threads.
+// Fixed, not the thread count: the walk depends on the shapes alone, and so does the order of
+// the backward's sums (isa/backward.h).
 constexpr int64_t kBands = 2;
 constexpr int64_t kStrip = 16;  // columns per strip (8, 32 no faster; 4, 64 slower)
 
@@ -29,7 +29,7 @@ struct LevelBand {
 // use (1 unless Lq == S).
 int64_t plan_bands(const Shape& s, const int64_t* spatial_shapes, LevelBand* level);
 
-// Whether every row index and point number fits int32_t (which vectorises better).
+// Whether every row index fits int32_t (which vectorises better).
 // DDETR_CPU_INDEX64=1 forces int64_t, so the tests reach that path without a value tensor of
 // 2^30 rows.
 bool int32_indices(const Shape& s);

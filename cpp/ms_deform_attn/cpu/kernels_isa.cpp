@@ -5,6 +5,7 @@
 // set, so every function of this copy stays in its own anonymous namespace (.ci/run checks
 // that these objects define no weak functions).
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>

@@ -4,9 +4,9 @@
 // grad_value rows. An item owns its head's slice of grad_value, so no two items write the
 // same memory wherever the points lie, and each row's terms are added in the walk's order:
 // no atomics, no scratch, and bits that do not depend on the number of threads.
-// A thread's items are walked one batch at a time with queries outside and its heads inside
-// (neighbouring heads' parts of a value row are adjacent in memory). Included by
-// kernels_isa.cpp inside its per-ISA namespace.
+// A thread's items are walked one batch at a time, queries outside and its heads inside, all
+// of them or one at a time (heads_per_sweep). Included by kernels_isa.cpp inside its per-ISA
+// namespace.
 
 // One point's backward, its corners' value rows v and grad_value rows gv given.
 template <typename T, int kD>
@@ -25,6 +25,43 @@ inline void point_backward(const PointCorners<T>& c, T a, T lx, T ly, int64_t H,
   grad_loc[1] = a * gy;
 }
 
+// How many of its heads a thread takes along in one walk of the queries. All of them when
+// the points lie near their queries: the walk then keeps the rows it touches in cache, and
+// neighbouring heads' parts of a row are adjacent in memory. One when the points spread out:
+// the rows a walk touches anywhere are then one head's slice of value and grad_value, which
+// fits the caches far better. (COCO encoder, one thread, CPU time: heads together against
+// one at a time, 1 px 68 ms against 80; 8 px 86-95 against 78; uniform 125 against 103.)
+// Which one is taken changes no result: every row gets its terms in the walk's order.
+constexpr double kNearPixels = 4;  // a point this close to its query's own pixel is near
+
+template <typename T>
+int64_t heads_per_sweep(const BackwardParams<T>& p) {
+  const Shape& s = p.shape;
+  if (s.Lq != s.S || s.L == 0) return s.M;  // not the encoder layout: queries sample anywhere
+  const int64_t samples = std::min<int64_t>(s.N * s.Lq, 256);
+  int64_t near = 0, far = 0;
+  for (int64_t i = 0; i < samples; ++i) {  // queries spread evenly over the call, heads in turn
+    const int64_t nq = i * (s.N * s.Lq) / samples, q = nq % s.Lq, m = i % s.M;
+    int64_t lq = s.L - 1;  // the level whose pixel query q is
+    while (lq > 0 && q < p.level_start[lq]) --lq;
+    const int64_t Wq = p.spatial_shapes[2 * lq + 1], Hq = p.spatial_shapes[2 * lq];
+    const int64_t o = q - p.level_start[lq];
+    const double xq = (o % Wq + 0.5) / Wq, yq = (o / Wq + 0.5) / Hq;  // normalised
+    const T* loc = p.loc + (nq * s.M + m) * s.L * s.P * 2;
+    for (int64_t j = 0; j < s.L * s.P; ++j) {
+      const int64_t l = j / s.P;
+      const double dx = (loc[2 * j] - xq) * p.spatial_shapes[2 * l + 1];
+      const double dy = (loc[2 * j + 1] - yq) * p.spatial_shapes[2 * l];
+      if (std::abs(dx) <= kNearPixels && std::abs(dy) <= kNearPixels) {
+        ++near;
+      } else {
+        ++far;  // NaN too
+      }
+    }
+  }
+  return near >= far ? s.M : 1;
+}
+
 template <typename T, int kD, typename I>
 void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
   const Shape& s = p.shape;
@@ -34,38 +71,41 @@ void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
   std::vector<T> sink(4 * D);  // takes the gradient of corners off the map, one row per corner
   ChunkCorners<T, I> g;
   const QueryWalk walk(s, p.spatial_shapes, p.level_start);
+  const int64_t heads = heads_per_sweep(p);
   for (int64_t n = begin / s.M; n * s.M < end; ++n) {
     const int64_t m_begin = std::max(begin - n * s.M, int64_t(0));
     const int64_t m_end = std::min(end - n * s.M, s.M);
-    for (int64_t t = 0; t < s.Lq; ++t) {
-      const int64_t q = walk(t);
-      for (int64_t m = m_begin; m < m_end; ++m) {
-        const T* base = p.value + n * s.S * MD + m * D;  // value[n, row, m, :] = base + row * MD
-        T* gbase = p.grad_value + n * s.S * MD + m * D;
-        const int64_t nqm = (n * s.Lq + q) * s.M + m;
-        const T* __restrict gout = p.grad_output + nqm * D;
-        const T* loc = p.loc + nqm * LP * 2;
-        const T* attn = p.attn + nqm * LP;
-        T* grad_loc = p.grad_loc + nqm * LP * 2;
-        T* grad_attn = p.grad_attn + nqm * LP;
-        for (int64_t j0 = 0; j0 < LP; j0 += kChunk) {
-          const int64_t nj = std::min(kChunk, LP - j0);
-          chunk_corners<T, I>(loc + 2 * j0, lv, j0, nj, g);
-          for (int64_t jc = 0; jc < nj; ++jc) {
-            const int64_t j = j0 + jc;
-            PointCorners<T> c;
-            if (!chunk_point<T, I>(g, jc, loc + 2 * j0, lv, j, c)) {
-              grad_loc[2 * j] = grad_loc[2 * j + 1] = grad_attn[j] = T(0);
-              continue;
+    for (int64_t sweep = m_begin; sweep < m_end; sweep += heads) {
+      for (int64_t t = 0; t < s.Lq; ++t) {
+        const int64_t q = walk(t);
+        for (int64_t m = sweep; m < std::min(sweep + heads, m_end); ++m) {
+          const T* base = p.value + n * s.S * MD + m * D;  // value[n, row, m, :]: base + row * MD
+          T* gbase = p.grad_value + n * s.S * MD + m * D;
+          const int64_t nqm = (n * s.Lq + q) * s.M + m;
+          const T* __restrict gout = p.grad_output + nqm * D;
+          const T* loc = p.loc + nqm * LP * 2;
+          const T* attn = p.attn + nqm * LP;
+          T* grad_loc = p.grad_loc + nqm * LP * 2;
+          T* grad_attn = p.grad_attn + nqm * LP;
+          for (int64_t j0 = 0; j0 < LP; j0 += kChunk) {
+            const int64_t nj = std::min(kChunk, LP - j0);
+            chunk_corners<T, I>(loc + 2 * j0, lv, j0, nj, g);
+            for (int64_t jc = 0; jc < nj; ++jc) {
+              const int64_t j = j0 + jc;
+              PointCorners<T> c;
+              if (!chunk_point<T, I>(g, jc, loc + 2 * j0, lv, j, c)) {
+                grad_loc[2 * j] = grad_loc[2 * j + 1] = grad_attn[j] = T(0);
+                continue;
+              }
+              const T* v[4];
+              T* gv[4];
+              for (int k = 0; k < 4; ++k) {
+                v[k] = zero.of(base, c.row[k], MD);
+                gv[k] = c.row[k] >= 0 ? gbase + c.row[k] * MD : sink.data() + k * D;
+              }
+              point_backward<T, kD>(c, attn[j], g.lx[jc], g.ly[jc], lv.H[j], lv.W[j], v, gv,
+                                    gout, D, grad_loc + 2 * j, grad_attn + j);
             }
-            const T* v[4];
-            T* gv[4];
-            for (int k = 0; k < 4; ++k) {
-              v[k] = zero.of(base, c.row[k], MD);
-              gv[k] = c.row[k] >= 0 ? gbase + c.row[k] * MD : sink.data() + k * D;
-            }
-            point_backward<T, kD>(c, attn[j], g.lx[jc], g.ly[jc], lv.H[j], lv.W[j], v, gv, gout,
-                                  D, grad_loc + 2 * j, grad_attn + j);
           }
         }
       }
