@@ -69,6 +69,7 @@ void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
   const PointLevels<I> lv(p.spatial_shapes, p.level_start, s.L, s.P);
   const ZeroRow<T> zero(D);
   std::vector<T> sink(4 * D);  // takes the gradient of corners off the map, one row per corner
+  T* const sink_rows[4] = {sink.data(), sink.data() + D, sink.data() + 2 * D, sink.data() + 3 * D};
   ChunkCorners<T, I> g;
   const QueryWalk walk(s, p.spatial_shapes, p.level_start);
   const int64_t heads = heads_per_sweep(p);
@@ -99,10 +100,8 @@ void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
               }
               const T* v[4];
               T* gv[4];
-              for (int k = 0; k < 4; ++k) {
-                v[k] = zero.of(base, c.row[k], MD);
-                gv[k] = c.row[k] >= 0 ? gbase + c.row[k] * MD : sink.data() + k * D;
-              }
+              corner_rows<T, I, const T>(g, jc, c, lv.W[j], base, MD, zero.each, v);
+              corner_rows<T, I, T>(g, jc, c, lv.W[j], gbase, MD, sink_rows, gv);
               point_backward<T, kD>(c, attn[j], g.lx[jc], g.ly[jc], lv.H[j], lv.W[j], v, gv,
                                     gout, D, grad_loc + 2 * j, grad_attn + j);
             }

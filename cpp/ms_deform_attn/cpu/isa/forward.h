@@ -30,8 +30,8 @@ void forward_range(const ForwardParams<T>& p, int64_t begin, int64_t end) {
           const T a = attn[j0 + j];
           const T w0 = a * c.weight[0], w1 = a * c.weight[1];
           const T w2 = a * c.weight[2], w3 = a * c.weight[3];
-          const T* __restrict v[4];
-          for (int k = 0; k < 4; ++k) v[k] = zero.of(base, c.row[k], MD);
+          const T* v[4];
+          corner_rows<T, I, const T>(g, j, c, lv.W[j0 + j], base, MD, zero.each, v);
 #pragma omp simd
           for (int64_t d = 0; d < D; ++d) {
             acc[d] += w0 * v[0][d] + w1 * v[1][d] + w2 * v[2][d] + w3 * v[3][d];

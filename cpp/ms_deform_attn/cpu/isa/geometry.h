@@ -90,14 +90,30 @@ inline bool chunk_point(const ChunkCorners<T, I>& g, int64_t j, const T* loc,
   return true;
 }
 
+// Where the four corners of point jc of a chunk lie in an array whose row r starts at
+// base + r * MD, c being chunk_point's result; a corner off the map gets off[k]. An interior
+// point's rows follow from its top-left one, with no per-corner tests.
+template <typename T, typename I, typename P>
+inline void corner_rows(const ChunkCorners<T, I>& g, int64_t jc, const PointCorners<T>& c,
+                        int64_t W, P* base, int64_t MD, P* const off[4], P* rows[4]) {
+  if (g.kind[jc] == kInterior) {
+    rows[0] = base + int64_t(g.row[jc]) * MD;
+    rows[1] = rows[0] + MD;
+    rows[2] = rows[0] + W * MD;
+    rows[3] = rows[2] + MD;
+    return;
+  }
+  for (int k = 0; k < 4; ++k) rows[k] = c.row[k] >= 0 ? base + c.row[k] * MD : off[k];
+}
+
 // A row of zeros stands in for corners outside the map, so the four corners of a point are
 // read in one branch-free, vectorised loop. Multiplying a real row by a zero weight instead
 // would turn an infinite value into NaN where grid_sample gives 0.
 template <typename T>
 struct ZeroRow {
   std::vector<T> zeros;
-  explicit ZeroRow(int64_t D) : zeros(D, T(0)) {}
-  const T* of(const T* base, int64_t row, int64_t MD) const {
-    return row >= 0 ? base + row * MD : zeros.data();
+  const T* each[4];  // the `off` rows of corner_rows
+  explicit ZeroRow(int64_t D) : zeros(D, T(0)) {
+    for (int k = 0; k < 4; ++k) each[k] = zeros.data();
   }
 };
