@@ -21,7 +21,7 @@ enum class Pass : int32_t {
 template <typename T>
 struct Job {
   Pass pass;
-  bool int32;                  // int32_indices(shape): the index type, also of the scratch
+  bool int32;                  // int32_indices(shape): row indices fit int32_t
   ForwardParams<T> forward;    // kForward
   BackwardParams<T> backward;  // kBackward
 };

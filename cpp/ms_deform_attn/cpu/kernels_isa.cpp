@@ -38,7 +38,7 @@ void run_pass(const Job<T>& job, int64_t begin, int64_t end) {
 }
 
 // The one dispatch: channel counts of the published models (32, 64) get unrolled copies, any
-// other D the generic loop; row and point indices are int32_t where they fit (bands.h).
+// other D the generic loop; row indices are int32_t where they fit (bands.h).
 template <typename T>
 void run(const Job<T>& job, int64_t begin, int64_t end) {
   const int64_t D = job.pass == Pass::kForward ? job.forward.shape.D : job.backward.shape.D;

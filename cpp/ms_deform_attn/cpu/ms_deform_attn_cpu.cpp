@@ -10,7 +10,6 @@
 #include <optional>
 #include <string>
 #include <tuple>
-#include <vector>
 
 #include "../build_info.h"
 #include "../check.h"
