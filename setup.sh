@@ -14,7 +14,9 @@ pip() { python -m pip "$@"; }
 # torch first and pinned: an unpinned dependency would pull the newest (multi-GB CUDA) build
 pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 pip install -q scikit-build-core pybind11 cmake ninja numpy scipy pycocotools pillow \
-  pytest pytest-benchmark transformers safetensors  # the last two: HF-layout weights and tests
+  pytest pytest-benchmark \
+  transformers safetensors `# HF-layout weights and their tests` \
+  onnx onnxscript onnxruntime onnxruntime-extensions openvino `# export and its tests`
 # --no-build-isolation: compile against the torch installed above, not a fresh one
 pip install -q --no-build-isolation ".[test]"
 python -c "import ddetr; i = ddetr.build_info(); print('ddetr', i['version'], 'built with torch', i['torch_version'], '(loads in torch >=', i['torch_target'] + ') | CPU kernels:', i['cpu_kernel_isa'], '| CUDA:', ' '.join(i['cuda_archs']) or 'no')"

@@ -9,16 +9,23 @@ from ddetr.ops import compute_level_start_index
 COCO_LEVELS = [(100, 134), (50, 67), (25, 34), (13, 17)]  # 800 x 1066 image, strides 8..64
 SMALL_LEVELS = [(16, 20), (8, 10), (4, 5), (2, 3)]
 
-# name -> (levels, queries (None: one per value row, as in the encoder), heads, channels, points)
+# name -> (levels, queries (None: one per value row, as in the encoder), heads, channels, points,
+# spread: how far a point lies from its reference, in pixels of its level (Gaussian sigma), or
+# "uniform" for locations anywhere on the map)
 SHAPES = {
-    "encoder": (COCO_LEVELS, None, 8, 32, 4),
-    "decoder": (COCO_LEVELS, 300, 8, 32, 4),
-    "small": (SMALL_LEVELS, 100, 8, 32, 4),
+    "encoder": (COCO_LEVELS, None, 8, 32, 4, 2.0),
+    "decoder": (COCO_LEVELS, 300, 8, 32, 4, 2.0),
+    "small": (SMALL_LEVELS, 100, 8, 32, 4, 2.0),
 }
+# The encoder with its points spread as a trained model's (across whole objects: tens of
+# columns at the finest level) and beyond: the CPU backward must not fall off a cliff there.
+SPREADS = {"1px": 1.0, "8px": 8.0, "32px": 32.0, "uniform": "uniform"}
+SHAPES.update({f"encoder-spread/{name}": (COCO_LEVELS, None, 8, 32, 4, sigma)
+               for name, sigma in SPREADS.items()})
 
 
 def op_inputs(shape: str, batch: int, device, dtype, requires_grad=False, seed=0):
-    levels, lq, m, d, p = SHAPES[shape]
+    levels, lq, m, d, p, spread = SHAPES[shape]
     g = torch.Generator().manual_seed(seed)
     spatial_shapes = torch.tensor(levels, dtype=torch.int64)
     s = int(spatial_shapes.prod(1).sum())
@@ -39,10 +46,12 @@ def op_inputs(shape: str, batch: int, device, dtype, requires_grad=False, seed=0
         ref = ref.expand(batch, lq, 2)
     else:
         ref = torch.rand(batch, lq, 2, generator=g)
-    # offsets of a few pixels of each level, as the trained model's
-    wh = spatial_shapes.flip(-1).to(torch.float32)  # (L, 2) as (W, H)
-    offsets = 2.0 * torch.randn(batch, lq, m, nl, p, 2, generator=g) / wh[:, None, :]
-    loc = ref[:, :, None, None, None, :] + offsets
+    if spread == "uniform":
+        loc = torch.rand(batch, lq, m, nl, p, 2, generator=g)
+    else:  # offsets of `spread` pixels of each level (2: as the model at initialisation)
+        wh = spatial_shapes.flip(-1).to(torch.float32)  # (L, 2) as (W, H)
+        offsets = spread * torch.randn(batch, lq, m, nl, p, 2, generator=g) / wh[:, None, :]
+        loc = ref[:, :, None, None, None, :] + offsets
     attn = torch.rand(batch, lq, m, nl * p, generator=g).softmax(-1).view(batch, lq, m, nl, p)
     tensors = [t.to(device=device, dtype=dtype).requires_grad_(requires_grad) for t in (value, loc, attn)]
     return dict(

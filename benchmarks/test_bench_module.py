@@ -14,7 +14,7 @@ from shapes import SHAPES
 @pytest.mark.parametrize("shape", ["encoder", "decoder"])
 @pytest.mark.parametrize("impl", ["reference", "ddetr"])
 def test_module_forward_backward(benchmark, impl, shape, device, dtype):
-    levels, lq, m, d, p = SHAPES[shape]
+    levels, lq, m, d, p, _ = SHAPES[shape]
     batch = 1 if device == "cpu" else 2
     g = torch.Generator().manual_seed(0)
     shapes = torch.tensor(levels, device=device)

@@ -1,5 +1,5 @@
-"""CPU thread scaling of the op at the encoder shape: ddetr at one thread and at every
-thread torch was given, with the speed-up over one thread in the extra info."""
+"""CPU thread scaling of the op at the encoder shape (and its spreads): ddetr at one thread and
+at every thread torch was given, with the speed-up over one thread in the extra info."""
 
 import statistics
 import time
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import run_case
-from shapes import op_inputs, op_work
+from shapes import SPREADS, op_inputs, op_work
 from test_bench_op import impl_fn
 
 ALL_THREADS = torch.get_num_threads()  # as the session started (OMP_NUM_THREADS or cores)
@@ -31,10 +31,11 @@ def interleaved_speedup(fn, threads, rounds):
 @pytest.mark.skipif(ALL_THREADS < 2, reason="one thread only")
 @pytest.mark.parametrize("mode", ["forward", "forward_backward"])
 @pytest.mark.parametrize("threads", [1, ALL_THREADS])
-def test_op_threads(benchmark, threads, mode):
-    inputs = op_inputs("encoder", 1, "cpu", torch.float32, requires_grad=mode != "forward")
+@pytest.mark.parametrize("shape", ["encoder"] + [f"encoder-spread/{s}" for s in SPREADS])
+def test_op_threads(benchmark, shape, threads, mode):
+    inputs = op_inputs(shape, 1, "cpu", torch.float32, requires_grad=mode != "forward")
     fn = impl_fn("ddetr", inputs, backward=mode != "forward")
-    key = ("threads", "encoder", mode, "cpu", "float32", "N=1", f"{threads} of {ALL_THREADS}")
+    key = ("threads", shape, mode, "cpu", "float32", "N=1", f"{threads} of {ALL_THREADS}")
     try:
         torch.set_num_threads(threads)
         run_case(benchmark, key, "ddetr", fn, "cpu", rounds=10, extra=op_work(inputs))

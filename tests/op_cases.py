@@ -60,6 +60,11 @@ BAND_SHAPES = [[10, 70], [4, 35], [3, 18], [2, 9]]
 # point anywhere (with 4 points per level, more than a list holds: the band is walked again).
 BAND_CASES = {"near": dict(reach=2.0, far=0.01), "anywhere": dict(reach=2.0, far=1.0)}
 
+# Wide spreads, as trained encoders sample across whole objects: points tens of columns from
+# their query (many beyond the map's top and bottom), and every point anywhere.
+SPREAD_SHAPES = [[24, 80], [12, 40], [6, 20], [3, 10]]
+SPREAD_CASES = {"24px": dict(reach=24.0), "uniform": dict(far=1.0)}
+
 
 # (spatial shapes, N, Lq, M, D, P): varied levels, odd channel counts, 1x1 levels, a single
 # query, non-square maps.

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ddetr.ops import ms_deform_attn_pytorch
-from op_cases import BAND_CASES, BAND_SHAPES, encoder_inputs, make_inputs
+from op_cases import (BAND_CASES, BAND_SHAPES, SPREAD_CASES, SPREAD_SHAPES, encoder_inputs,
+                      make_inputs)
 
 op = torch.ops.ddetr.ms_deform_attn
 op_backward = torch.ops.ddetr.ms_deform_attn_backward
@@ -62,10 +63,14 @@ def test_infinite_value_outside_the_map_stays_out():
     torch.testing.assert_close(out, ms_deform_attn_pytorch(value, shapes, loc, attn))
 
 
-@pytest.mark.parametrize("layout", ["decoder", "encoder", "bands-near", "bands-anywhere"])
-def test_one_and_two_threads_bitwise_equal(layout):
+@pytest.mark.parametrize("layout", ["decoder", "encoder", "bands-near", "bands-anywhere",
+                                    "spread-24px", "spread-uniform"])
+def test_thread_counts_bitwise_equal(layout):
     if layout.startswith("bands"):  # encoder layout on maps wide enough to split (bands.h)
         inputs = encoder_inputs(BAND_SHAPES, 2, 4, 32, 4, **BAND_CASES[layout[6:]],
+                                dtype=torch.float32)
+    elif layout.startswith("spread"):  # points far from their queries: long sums per row
+        inputs = encoder_inputs(SPREAD_SHAPES, 1, 4, 32, 4, **SPREAD_CASES[layout[7:]],
                                 dtype=torch.float32)
     else:  # 464 = S: the encoder layout, walked in strips
         lq = 464 if layout == "encoder" else 50
@@ -76,13 +81,14 @@ def test_one_and_two_threads_bitwise_equal(layout):
     before = torch.get_num_threads()
     results = []
     try:
-        for threads in (1, 2):
+        for threads in (1, 2, 3):
             torch.set_num_threads(threads)
             results.append((op(*inputs, 64), *op_backward(grad, *inputs, 64)))
     finally:
         torch.set_num_threads(before)
-    for a, b in zip(*results):
-        assert torch.equal(a, b)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("isa,index64", [("baseline", False), ("avx2", False),

@@ -5,7 +5,8 @@ import torch
 
 import ddetr
 from ddetr.ops import ms_deform_attn_pytorch
-from op_cases import BAND_CASES, BAND_SHAPES, CASES, case_id, encoder_inputs, make_inputs
+from op_cases import (BAND_CASES, BAND_SHAPES, CASES, SPREAD_CASES, SPREAD_SHAPES, case_id,
+                      encoder_inputs, make_inputs)
 
 op = torch.ops.ddetr.ms_deform_attn
 
@@ -59,6 +60,16 @@ def test_encoder_bands_match_reference(case, dtype):
     # (deferred), on narrow levels where a band writes only its buffer, and off the map
     assert_matches_reference(encoder_inputs(BAND_SHAPES, n=2, p=4, **BAND_CASES[case],
                                             dtype=dtype, requires_grad=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", sorted(SPREAD_CASES))
+def test_encoder_spreads_match_reference(case, dtype):
+    # the encoder layout with points tens of columns away or anywhere: many points of one
+    # value row come from far-apart queries (the CPU backward sums them sorted by cell)
+    assert_matches_reference(encoder_inputs(SPREAD_SHAPES, n=2, m=3, d=8, p=3,
+                                            **SPREAD_CASES[case], dtype=dtype,
+                                            requires_grad=True))
 
 
 @pytest.mark.parametrize("spread", [(0.0, 1.0), (-3.0, 4.0), (0.45, 0.55)])
@@ -115,3 +126,31 @@ def test_brute_force_single_point():
     out = op(value, shapes, torch.tensor([0]), loc, attn, 1)
     # row 1: values 4..7; x = 0.75 mixes columns 0 and 1: 0.25 * 4 + 0.75 * 5
     assert out.item() == pytest.approx(2.0 * (0.25 * 4 + 0.75 * 5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_location_gradient_at_pixel_centres(dtype):
+    # Our convention (README): at an exact pixel centre, where bilinear interpolation has a
+    # kink, the location gradient is the one-sided derivative that floor(loc * W - 0.5)
+    # picks, toward the next column and line: (v[x + 1] - v[x]) * W, the value past the last
+    # column being 0 (zero padding). Encoder points sit on centres at the model's
+    # initialisation. Power-of-two sizes make every centre exact in floating point.
+    H, W = 4, 8
+    g = torch.Generator().manual_seed(11)
+    v = torch.randn(H, W, generator=g, dtype=torch.float64)
+    ys, xs = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    loc = torch.stack([(xs + 0.5) / W, (ys + 0.5) / H], -1).view(1, H * W, 1, 1, 1, 2)
+    loc = loc.to(dtype).requires_grad_()
+    attn = torch.full((1, H * W, 1, 1, 1), 1.5, dtype=dtype)
+    out = op(v.view(1, H * W, 1, 1).to(dtype), torch.tensor([[H, W]]), torch.tensor([0]), loc,
+             attn, 64)
+    (got,) = torch.autograd.grad(out.sum(), loc)
+    got = got.view(H, W, 2).double()
+    right = torch.cat([v[:, 1:], torch.zeros(H, 1, dtype=torch.float64)], 1)
+    below = torch.cat([v[1:], torch.zeros(1, W, dtype=torch.float64)], 0)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[..., 0], 1.5 * (right - v) * W, **tol)
+    torch.testing.assert_close(got[..., 1], 1.5 * (below - v) * H, **tol)
+    # the other side's derivative differs: the test can tell the two conventions apart
+    left = torch.cat([torch.zeros(H, 1, dtype=torch.float64), v[:, :-1]], 1)
+    assert not torch.allclose(got[..., 0], 1.5 * (v - left) * W, rtol=1e-3, atol=1e-3)

@@ -10,25 +10,27 @@
 namespace ddetr {
 namespace cpu {
 
+// The kernels, each over work items [begin, end) that the glue splits among threads. No two
+// items write the same memory and every sum runs in an order fixed by the inputs alone, so
+// no atomics are needed and the result does not depend on the number of threads.
+enum class Pass : int32_t {
+  kForward,   // items: N * Lq, (batch, query's position in the walk)
+  kBackward,  // items: N * M, (batch, head): the three gradients of that head
+};
+
+template <typename T>
+struct Job {
+  Pass pass;
+  bool int32;                  // int32_indices(shape): row indices fit int32_t
+  ForwardParams<T> forward;    // kForward
+  BackwardParams<T> backward;  // kBackward
+};
+
 // One entry per instruction set; the glue picks the best one the CPU supports.
 struct KernelTable {
   const char* isa;
-  // Forward over work items [begin, end) of N * Lq: each item is one (batch, query).
-  void (*forward_f32)(const ForwardParams<float>&, int64_t begin, int64_t end);
-  void (*forward_f64)(const ForwardParams<double>&, int64_t begin, int64_t end);
-  // Backward, first pass over work items [begin, end) of N * K * M, K from plan_bands: each
-  // item is one (batch, band, head), whose grad_value writes no other item makes (bands.h),
-  // so no atomics are needed and the result does not depend on the number of threads.
-  void (*backward_f32)(const BackwardParams<float>&, const BandScratch<float>&, int64_t begin,
-                       int64_t end);
-  void (*backward_f64)(const BackwardParams<double>&, const BandScratch<double>&,
-                       int64_t begin, int64_t end);
-  // Backward, second pass when K > 1, over work items [begin, end) of N * M, (batch, head):
-  // the halo buffers and the deferred points.
-  void (*deferred_f32)(const BackwardParams<float>&, const BandScratch<float>&, int64_t begin,
-                       int64_t end);
-  void (*deferred_f64)(const BackwardParams<double>&, const BandScratch<double>&,
-                       int64_t begin, int64_t end);
+  void (*run_f32)(const Job<float>&, int64_t begin, int64_t end);
+  void (*run_f64)(const Job<double>&, int64_t begin, int64_t end);
 };
 
 const KernelTable& kernel_table_baseline();

@@ -10,7 +10,6 @@
 #include <optional>
 #include <string>
 #include <tuple>
-#include <vector>
 
 #include "../build_info.h"
 #include "../check.h"
@@ -51,28 +50,8 @@ const cpu::KernelTable& kernels() {
   return table;
 }
 
-void run_kernel(const ForwardParams<float>& p, int64_t b, int64_t e) {
-  kernels().forward_f32(p, b, e);
-}
-void run_kernel(const ForwardParams<double>& p, int64_t b, int64_t e) {
-  kernels().forward_f64(p, b, e);
-}
-void run_kernel(const BackwardParams<float>& p, const cpu::BandScratch<float>& bs, int64_t b,
-                int64_t e) {
-  kernels().backward_f32(p, bs, b, e);
-}
-void run_kernel(const BackwardParams<double>& p, const cpu::BandScratch<double>& bs, int64_t b,
-                int64_t e) {
-  kernels().backward_f64(p, bs, b, e);
-}
-void run_deferred(const BackwardParams<float>& p, const cpu::BandScratch<float>& bs, int64_t b,
-                  int64_t e) {
-  kernels().deferred_f32(p, bs, b, e);
-}
-void run_deferred(const BackwardParams<double>& p, const cpu::BandScratch<double>& bs,
-                  int64_t b, int64_t e) {
-  kernels().deferred_f64(p, bs, b, e);
-}
+void run_kernel(const cpu::Job<float>& job, int64_t b, int64_t e) { kernels().run_f32(job, b, e); }
+void run_kernel(const cpu::Job<double>& job, int64_t b, int64_t e) { kernels().run_f64(job, b, e); }
 
 // Calls f(scalar_t{}) with the kernels' type for compute dtype t (float or double).
 template <typename F>
@@ -153,15 +132,18 @@ Tensor ms_deform_attn_cpu(const Tensor& value, const Tensor& spatial_shapes,
   if (out.numel() > 0 && s.P > 0) {
     with_compute_type(dt, [&](auto tag) {
       using scalar_t = decltype(tag);
-      const ForwardParams<scalar_t> p{s,
-                                      cptr<scalar_t>(in.value),
-                                      cptr<int64_t>(in.shapes),
-                                      cptr<int64_t>(in.starts),
-                                      cptr<scalar_t>(in.loc),
-                                      cptr<scalar_t>(in.attn),
-                                      mptr<scalar_t>(out)};
+      cpu::Job<scalar_t> job{};
+      job.pass = cpu::Pass::kForward;
+      job.int32 = cpu::int32_indices(s);
+      job.forward = {s,
+                     cptr<scalar_t>(in.value),
+                     cptr<int64_t>(in.shapes),
+                     cptr<int64_t>(in.starts),
+                     cptr<scalar_t>(in.loc),
+                     cptr<scalar_t>(in.attn),
+                     mptr<scalar_t>(out)};
       ts::parallel_for(0, s.N * s.Lq, grain(s.M * s.L * s.P * s.D),
-                       [&](int64_t begin, int64_t end) { run_kernel(p, begin, end); });
+                       [&](int64_t begin, int64_t end) { run_kernel(job, begin, end); });
     });
   }
   return ts::to(out, std::optional<ScalarType>(value.scalar_type()));
@@ -182,34 +164,23 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cpu(
   Tensor grad_loc = cpu_empty({s.N, s.Lq, s.M, s.L, s.P, 2}, cdt);
   Tensor grad_attn = cpu_empty({s.N, s.Lq, s.M, s.L, s.P}, cdt);
   if (grad_loc.numel() > 0 && s.D > 0) {
-    // Scratch (bands.h): halo buffers and deferred-point lists, neither growing with Lq.
-    std::vector<cpu::LevelBand> level(cpu::kBands * s.L);
-    int64_t halo_rows = 0;
-    const int64_t K = cpu::plan_bands(s, cptr<int64_t>(in.shapes), level.data(), halo_rows);
-    const int64_t spread = K > 1 ? s.N * K * s.M : 0;
-    const Tensor halo = cpu_zeros({spread * halo_rows * s.D}, cdt);
-    const Tensor deferred = cpu_empty({spread * cpu::kDeferCapacity}, ScalarType::Long);
-    const Tensor deferred_count = cpu_zeros({s.N * K * s.M}, ScalarType::Long);
     with_compute_type(cdt, [&](auto tag) {
       using scalar_t = decltype(tag);
-      const BackwardParams<scalar_t> p{s,
-                                       cptr<scalar_t>(in.value),
-                                       cptr<int64_t>(in.shapes),
-                                       cptr<int64_t>(in.starts),
-                                       cptr<scalar_t>(in.loc),
-                                       cptr<scalar_t>(in.attn),
-                                       cptr<scalar_t>(grad),
-                                       mptr<scalar_t>(grad_value),
-                                       mptr<scalar_t>(grad_loc),
-                                       mptr<scalar_t>(grad_attn)};
-      const cpu::BandScratch<scalar_t> bs{mptr<scalar_t>(halo), mptr<int64_t>(deferred),
-                                          mptr<int64_t>(deferred_count)};
-      ts::parallel_for(0, s.N * K * s.M, 1,
-                       [&](int64_t begin, int64_t end) { run_kernel(p, bs, begin, end); });
-      if (K > 1) {
-        ts::parallel_for(0, s.N * s.M, 1,
-                         [&](int64_t begin, int64_t end) { run_deferred(p, bs, begin, end); });
-      }
+      cpu::Job<scalar_t> job{};
+      job.int32 = cpu::int32_indices(s);
+      job.backward = {s,
+                      cptr<scalar_t>(in.value),
+                      cptr<int64_t>(in.shapes),
+                      cptr<int64_t>(in.starts),
+                      cptr<scalar_t>(in.loc),
+                      cptr<scalar_t>(in.attn),
+                      cptr<scalar_t>(grad),
+                      mptr<scalar_t>(grad_value),
+                      mptr<scalar_t>(grad_loc),
+                      mptr<scalar_t>(grad_attn)};
+      job.pass = cpu::Pass::kBackward;
+      ts::parallel_for(0, s.N * s.M, 1,
+                       [&](int64_t begin, int64_t end) { run_kernel(job, begin, end); });
     });
   } else {
     ts::zero_(grad_loc);

@@ -58,18 +58,15 @@ void run_case(const char* name, int64_t N, int64_t Lq, int64_t M, int64_t D, std
   // reference (CPU f64 kernels)
   const auto& tab = cpu::kernel_table_baseline();
   std::vector<double> ref_out(no), ref_gv(nv, 0.0), ref_gl(nl), ref_ga(na);
-  ForwardParams<double> fp{s, rv.data(), shapes.data(), starts.data(), rl.data(), ra.data(), ref_out.data()};
-  tab.forward_f64(fp, 0, N * Lq);
-  BackwardParams<double> bp{s, rv.data(), shapes.data(), starts.data(), rl.data(), ra.data(), rg.data(), ref_gv.data(), ref_gl.data(), ref_ga.data()};
-  // the CPU backward's band scratch, sized as the glue sizes it (cpu/ms_deform_attn_cpu.cpp)
-  std::vector<cpu::LevelBand> bands(cpu::kBands * s.L); int64_t halo_rows = 0;
-  const int64_t nb = cpu::plan_bands(s, shapes.data(), bands.data(), halo_rows);
-  const int64_t spread = nb > 1 ? N * nb * M : 0;
-  std::vector<double> halo(spread * halo_rows * D, 0.0);
-  std::vector<int64_t> deferred(spread * cpu::kDeferCapacity), deferred_count(N * nb * M, 0);
-  const cpu::BandScratch<double> bs{halo.data(), deferred.data(), deferred_count.data()};
-  tab.backward_f64(bp, bs, 0, N * nb * M);
-  if (nb > 1) tab.deferred_f64(bp, bs, 0, N * M);
+  // the CPU kernels' passes, as the glue runs them (cpu/ms_deform_attn_cpu.cpp)
+  cpu::Job<double> job{};
+  job.int32 = cpu::int32_indices(s);
+  job.forward = ForwardParams<double>{s, rv.data(), shapes.data(), starts.data(), rl.data(), ra.data(), ref_out.data()};
+  job.pass = cpu::Pass::kForward;
+  tab.run_f64(job, 0, N * Lq);
+  job.backward = BackwardParams<double>{s, rv.data(), shapes.data(), starts.data(), rl.data(), ra.data(), rg.data(), ref_gv.data(), ref_gl.data(), ref_ga.data()};
+  job.pass = cpu::Pass::kBackward;
+  tab.run_f64(job, 0, N * M);
   fprintf(stderr, "case %s D=%ld shift=%d\n", name, (long)D, value_shift);
   // forward
   std::vector<K> obuf(no + value_shift); K* out = obuf.data() + value_shift;

@@ -1,0 +1,47 @@
+// The forward over items (batch, query's position in the walk). Included by kernels_isa.cpp
+// inside its per-ISA namespace.
+//
+// kD > 0 fixes the channel count at compile time (unrolled loops, sums in registers);
+// kD == 0 reads it from the shape.
+template <typename T, int kD, typename I>
+void forward_range(const ForwardParams<T>& p, int64_t begin, int64_t end) {
+  const Shape& s = p.shape;
+  const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.L * s.P;
+  const PointLevels<I> lv(p.spatial_shapes, p.level_start, s.L, s.P);
+  const ZeroRow<T> zero(D);
+  ChunkCorners<T, I> g;
+  const QueryWalk walk(s, p.spatial_shapes, p.level_start);
+  for (int64_t item = begin; item < end; ++item) {  // item = n * Lq + (query's position)
+    const int64_t n = item / s.Lq, q = walk(item % s.Lq);
+    for (int64_t m = 0; m < s.M; ++m) {
+      const int64_t nqm = (n * s.Lq + q) * s.M + m;
+      const T* loc = p.loc + nqm * LP * 2;
+      const T* attn = p.attn + nqm * LP;
+      const T* base = p.value + n * s.S * MD + m * D;  // value[n, row, m, :] = base + row * MD
+      T local[kD > 0 ? kD : 1];
+      T* __restrict acc = kD > 0 ? local : p.output + nqm * D;
+      for (int64_t d = 0; d < D; ++d) acc[d] = T(0);
+      for (int64_t j0 = 0; j0 < LP; j0 += kChunk) {
+        const int64_t nj = std::min(kChunk, LP - j0);
+        chunk_corners<T, I>(loc + 2 * j0, lv, j0, nj, g);
+        for (int64_t j = 0; j < nj; ++j) {
+          PointCorners<T> c;
+          if (!chunk_point<T, I>(g, j, loc + 2 * j0, lv, j0 + j, c)) continue;
+          const T a = attn[j0 + j];
+          const T w0 = a * c.weight[0], w1 = a * c.weight[1];
+          const T w2 = a * c.weight[2], w3 = a * c.weight[3];
+          const T* v[4];
+          corner_rows<T, I, const T>(g, j, c, lv.W[j0 + j], base, MD, zero.each, v);
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) {
+            acc[d] += w0 * v[0][d] + w1 * v[1][d] + w2 * v[2][d] + w3 * v[3][d];
+          }
+        }
+      }
+      if (kD > 0) {
+        T* __restrict out = p.output + nqm * D;
+        for (int64_t d = 0; d < D; ++d) out[d] = acc[d];
+      }
+    }
+  }
+}
