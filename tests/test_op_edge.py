@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from ddetr.ops import ms_deform_attn_pytorch
-from op_cases import (BAND_CASES, BAND_SHAPES, SPREAD_CASES, SPREAD_SHAPES, encoder_inputs,
-                      make_inputs)
+from op_cases import BAND_CASES, BAND_SHAPES, SPREAD_CASES, SPREAD_SHAPES, encoder_inputs, make_inputs
 
 op = torch.ops.ddetr.ms_deform_attn
 op_backward = torch.ops.ddetr.ms_deform_attn_backward

@@ -5,8 +5,7 @@ import torch
 
 import ddetr
 from ddetr.ops import ms_deform_attn_pytorch
-from op_cases import (BAND_CASES, BAND_SHAPES, CASES, SPREAD_CASES, SPREAD_SHAPES, case_id,
-                      encoder_inputs, make_inputs)
+from op_cases import BAND_CASES, BAND_SHAPES, CASES, SPREAD_CASES, SPREAD_SHAPES, case_id, encoder_inputs, make_inputs
 
 op = torch.ops.ddetr.ms_deform_attn
 
