@@ -48,4 +48,6 @@ def test_checkpoint_that_does_not_fit(checkpoint, tmp_path, capsys):
     bad = tmp_path / "bad.pth"
     torch.save({"model": model.state_dict(), "args": {**TINY, "num_feature_levels": 4}}, bad)
     assert cli.main(["export", "--checkpoint", str(bad), "--output", str(tmp_path / "m.onnx")]) == 1
-    assert "does not fit the model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("ddetr export: error: ") and "bad.pth" in err
+    assert "num_feature_levels=4" in err and "num_feature_levels=1" in err  # saved vs the weights

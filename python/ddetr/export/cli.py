@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument("--output", required=True, help="model.onnx, or model.pt2 for aoti")
     p.add_argument("--attention", choices=["portable", "tensorrt"], default="portable",
                    help="onnx: GridSample (any runtime) or TensorRT's MultiscaleDeformableAttnPlugin_TRT")
-    p.add_argument("--image-size", type=int, nargs="+", default=[800], metavar="N",
+    # its own dest: the options table's image_size is one int, checked as such
+    p.add_argument("--image-size", dest="trace_size", type=int, nargs="+", default=[800], metavar="N",
                    help="example size traced (H or H W); with --static, the fixed input size")
     p.add_argument("--static", action="store_true", help="fixed batch 1 and image size instead of dynamic")
     p.add_argument("--opset", type=int, default=None, help="onnx opset (default 18)")
@@ -28,9 +29,9 @@ def add_parser(sub) -> None:
 def run(args) -> None:
     """Exports --checkpoint (either weights layout; model options from it). Bad input raises
     ExportError or CheckpointError, which `ddetr`'s main prints as one line."""
-    if len(args.image_size) > 2:
-        raise ExportError(f"--image-size takes H or H W, got {args.image_size}")
-    size = tuple(args.image_size) if len(args.image_size) == 2 else args.image_size[0]
+    if len(args.trace_size) > 2:
+        raise ExportError(f"--image-size takes H or H W, got {args.trace_size}")
+    size = tuple(args.trace_size) if len(args.trace_size) == 2 else args.trace_size[0]
     if args.format == "aoti" and (args.attention != "portable" or args.opset is not None):
         raise ExportError("--attention and --opset are ONNX options; --format aoti takes neither")
     model, post, _ = model_from_checkpoint(args.checkpoint, num_select=args.num_select)
