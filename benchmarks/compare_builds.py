@@ -70,8 +70,7 @@ def run_build(path: str, shape: str, batch: int, repeats: int, threads: int) -> 
     if path:
         env["PYTHONPATH"] = path + os.pathsep + env.get("PYTHONPATH", "")
     code = CHILD.format(here=HERE, shape=shape, batch=batch, repeats=repeats, threads=threads)
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         cwd="/", timeout=600)
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd="/", timeout=600)
     if res.returncode != 0:
         raise SystemExit(f"build at {path or '(installed)'} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -79,8 +78,13 @@ def run_build(path: str, shape: str, batch: int, repeats: int, threads: int) -> 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--build", action="append", required=True, metavar="NAME=PATH",
-                        help="a build to time: PATH first on PYTHONPATH (empty: installed)")
+    parser.add_argument(
+        "--build",
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help="a build to time: PATH first on PYTHONPATH (empty: installed)",
+    )
     parser.add_argument("--shape", default="encoder", help="benchmarks/shapes.py SHAPES key")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=7, help="subprocesses per build")
@@ -100,12 +104,17 @@ def main(argv=None) -> None:
             res = run_build(path, args.shape, args.batch, args.repeats, args.threads)
             for mode in modes:
                 times[name][mode].append(res[mode])
-            print(f"round {r + 1}: {name} (built for torch {res['build_torch']}): "
-                  f"forward {res['forward'] * 1e3:.2f} ms, "
-                  f"forward+backward {res['forward_backward'] * 1e3:.2f} ms", flush=True)
+            print(
+                f"round {r + 1}: {name} (built for torch {res['build_torch']}): "
+                f"forward {res['forward'] * 1e3:.2f} ms, "
+                f"forward+backward {res['forward_backward'] * 1e3:.2f} ms",
+                flush=True,
+            )
     first = builds[0][0]
-    print(f"\nmedians over {args.rounds} rounds, {args.shape} N={args.batch} float32, "
-          f"{args.threads or 'default'} threads, {os.cpu_count()} CPUs (_cpu: process CPU time):")
+    print(
+        f"\nmedians over {args.rounds} rounds, {args.shape} N={args.batch} float32, "
+        f"{args.threads or 'default'} threads, {os.cpu_count()} CPUs (_cpu: process CPU time):"
+    )
     for mode in modes:
         base = statistics.median(times[first][mode])
         for name, _ in builds:

@@ -5,6 +5,7 @@ medians, the speed-ups over eager and how far each output is from eager float32.
 
     python benchmarks/compare_inference.py --size 800 1066 --rounds 4
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,10 @@ def main():
         box = (out["pred_boxes"] - ref["pred_boxes"]).abs().max()
         logit = (out["pred_logits"] - ref["pred_logits"]).abs().max() / ref["pred_logits"].abs().max()
         score = (out["pred_logits"].sigmoid() - ref["pred_logits"].sigmoid()).abs().max()
-        print(f"{name}: {' '.join(f'{t:.2f}' for t in ts)} s | median {median:.2f} s, {eager / median:.2f}x eager "
-              f"| box max diff {box:.1e}, logit max rel diff {logit:.1e}, score max diff {score:.1e}")
+        print(
+            f"{name}: {' '.join(f'{t:.2f}' for t in ts)} s | median {median:.2f} s, {eager / median:.2f}x eager "
+            f"| box max diff {box:.1e}, logit max rel diff {logit:.1e}, score max diff {score:.1e}"
+        )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,7 @@ SHAPES = {
 # The encoder with its points spread as a trained model's (across whole objects: tens of
 # columns at the finest level) and beyond: the CPU backward must not fall off a cliff there.
 SPREADS = {"1px": 1.0, "8px": 8.0, "32px": 32.0, "uniform": "uniform"}
-SHAPES.update({f"encoder-spread/{name}": (COCO_LEVELS, None, 8, 32, 4, sigma)
-               for name, sigma in SPREADS.items()})
+SHAPES.update({f"encoder-spread/{name}": (COCO_LEVELS, None, 8, 32, 4, sigma) for name, sigma in SPREADS.items()})
 
 
 def op_inputs(shape: str, batch: int, device, dtype, requires_grad=False, seed=0):

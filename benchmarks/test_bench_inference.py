@@ -4,6 +4,7 @@ bfloat16 (folded batch norm, torch.compile with inductor and freezing), the same
 in one run, and the portable ONNX export run by onnxruntime on the CPU. Each optimised case
 records its compile (or export) time, its speed-up over eager float32 measured in this run,
 and how far its outputs are from eager float32."""
+
 import os
 import tempfile
 import time
@@ -17,8 +18,12 @@ from ddetr.models import build_model
 
 SIZE = (800, 1066)
 ROUNDS = {"cpu": 5, "cuda": 20}
-CASES = [("eager", torch.float32), ("optimised", torch.float32), ("optimised", torch.bfloat16),
-         ("onnxruntime", torch.float32)]
+CASES = [
+    ("eager", torch.float32),
+    ("optimised", torch.float32),
+    ("optimised", torch.bfloat16),
+    ("onnxruntime", torch.float32),
+]
 
 _eager = {}  # device -> (median, outputs) of the eager float32 case, which runs first
 
@@ -53,6 +58,7 @@ def _onnxruntime_case(model, images, device, benchmark, extra):
     def fn():
         logits, boxes = session.run(None, feeds)
         return {"pred_logits": torch.from_numpy(logits), "pred_boxes": torch.from_numpy(boxes)}
+
     return fn
 
 
@@ -63,6 +69,7 @@ def test_inference(benchmark, mode, dtype, device):
     images = [torch.randn(3, *SIZE, generator=torch.Generator().manual_seed(0)).to(device)]
     extra = dict(model="deformable_detr_r50", image_size=f"{SIZE[0]}x{SIZE[1]}", batch=1, mode=mode)
     if mode == "eager":
+
         def fn():
             with torch.no_grad():
                 return model(images)
@@ -79,9 +86,11 @@ def test_inference(benchmark, mode, dtype, device):
 
         def fn():
             return fast(images)
+
     dt = str(dtype).split(".")[-1]
-    run_case(benchmark, ("model", "inference", device, dt, "N=1", mode), "ddetr", fn, device,
-             ROUNDS[device], extra=extra)
+    run_case(
+        benchmark, ("model", "inference", device, dt, "N=1", mode), "ddetr", fn, device, ROUNDS[device], extra=extra
+    )
     stats = getattr(benchmark, "stats", None)
     if benchmark.disabled or stats is None:
         return
@@ -93,4 +102,5 @@ def test_inference(benchmark, mode, dtype, device):
         benchmark.extra_info["speedup_vs_eager_float32"] = median / stats.stats.median
         benchmark.extra_info["max_box_diff_vs_eager"] = (out["pred_boxes"] - ref["pred_boxes"]).abs().max().item()
         benchmark.extra_info["max_score_diff_vs_eager"] = (
-            out["pred_logits"].sigmoid() - ref["pred_logits"].sigmoid()).abs().max().item()
+            (out["pred_logits"].sigmoid() - ref["pred_logits"].sigmoid()).abs().max().item()
+        )

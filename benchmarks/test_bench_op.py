@@ -49,19 +49,26 @@ def impl_fn(impl, inputs, backward):
 
 
 ROUNDS = {("encoder", "cpu", "reference"): 3, ("encoder", "cpu", "ddetr"): 10}
-ROUNDS.update({(f"encoder-spread/{s}", "cpu", impl): n for s in SPREADS
-               for impl, n in (("reference", 3), ("ddetr", 10))})
+ROUNDS.update(
+    {(f"encoder-spread/{s}", "cpu", impl): n for s in SPREADS for impl, n in (("reference", 3), ("ddetr", 10))}
+)
 
 
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
 @pytest.mark.parametrize("mode", ["forward", "forward_backward"])
-@pytest.mark.parametrize("shape", ["encoder", "decoder", "small"]
-                         + [f"encoder-spread/{s}" for s in SPREADS])
+@pytest.mark.parametrize("shape", ["encoder", "decoder", "small"] + [f"encoder-spread/{s}" for s in SPREADS])
 @pytest.mark.parametrize("impl", ["reference", "ddetr"])  # reference first: ratio needs it
 def test_op(benchmark, impl, shape, mode, device, dtype):
     batch = 1 if device == "cpu" else 2
     inputs = op_inputs(shape, batch, device, dtype, requires_grad=mode != "forward")
     fn = impl_fn(impl, inputs, backward=mode != "forward")
     rounds = ROUNDS.get((shape, device, impl), 20 if not shape.startswith("encoder") else 10)
-    run_case(benchmark, ("op", shape, mode, device, str(dtype).split(".")[-1], f"N={batch}"),
-             impl, fn, device, rounds, extra=dict(op_work(inputs), batch=batch))
+    run_case(
+        benchmark,
+        ("op", shape, mode, device, str(dtype).split(".")[-1], f"N={batch}"),
+        impl,
+        fn,
+        device,
+        rounds,
+        extra=dict(op_work(inputs), batch=batch),
+    )

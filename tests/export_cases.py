@@ -1,5 +1,6 @@
 """Tiny models of every variant, inputs and the eager reference outputs shared by the export
 tests."""
+
 import torch
 
 from ddetr.models import build_model
@@ -7,8 +8,17 @@ from ddetr.models.postprocess import top_detections
 from ddetr.nn import MSDeformAttn
 from ddetr.util.misc import NestedTensor
 
-TINY = {"backbone": "resnet18", "hidden_dim": 64, "nheads": 8, "dim_feedforward": 128, "enc_layers": 1,
-        "dec_layers": 2, "num_queries": 20, "num_classes": 7, "num_select": 30}
+TINY = {
+    "backbone": "resnet18",
+    "hidden_dim": 64,
+    "nheads": 8,
+    "dim_feedforward": 128,
+    "enc_layers": 1,
+    "dec_layers": 2,
+    "num_queries": 20,
+    "num_classes": 7,
+    "num_select": 30,
+}
 VARIANTS = {
     "default": {},
     "single_scale": {"num_feature_levels": 1},
@@ -39,8 +49,8 @@ def inputs(batch: int, h: int, w: int):
     images = torch.randn(batch, 3, h, w, generator=g)
     mask = torch.zeros(batch, h, w, dtype=torch.bool)
     if batch > 1:  # the second image is smaller: padded right and bottom
-        images[1, :, h - 24:], images[1, :, :, w - 40:] = 0, 0
-        mask[1, h - 24:], mask[1, :, w - 40:] = True, True
+        images[1, :, h - 24 :], images[1, :, :, w - 40 :] = 0, 0
+        mask[1, h - 24 :], mask[1, :, w - 40 :] = True, True
     target_sizes = torch.tensor([[h, w]] * batch, dtype=torch.float32)
     return images, mask, target_sizes
 
@@ -49,8 +59,11 @@ def inputs(batch: int, h: int, w: int):
 def reference(model, images, mask, target_sizes):
     """ddetr's eager outputs: pred_logits, pred_boxes, scores, labels, boxes."""
     out = model(NestedTensor(images, mask))
-    return (out["pred_logits"], out["pred_boxes"],
-            *top_detections(out["pred_logits"], out["pred_boxes"], target_sizes, TINY["num_select"]))
+    return (
+        out["pred_logits"],
+        out["pred_boxes"],
+        *top_detections(out["pred_logits"], out["pred_boxes"], target_sizes, TINY["num_select"]),
+    )
 
 
 def assert_matches(got, ref, rtol=1e-4):

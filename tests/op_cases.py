@@ -1,4 +1,5 @@
 """Inputs for the ms_deform_attn tests: one place that every op test draws from."""
+
 from __future__ import annotations
 
 import torch
@@ -6,8 +7,9 @@ import torch
 from ddetr.ops import compute_level_start_index
 
 
-def make_inputs(shapes, n=2, lq=5, m=2, d=4, p=3, dtype=torch.float64, device="cpu",
-                spread=(-0.1, 1.1), seed=0, requires_grad=False):
+def make_inputs(
+    shapes, n=2, lq=5, m=2, d=4, p=3, dtype=torch.float64, device="cpu", spread=(-0.1, 1.1), seed=0, requires_grad=False
+):
     """Random (value, spatial_shapes, level_start_index, locations, weights).
 
     Locations are uniform in `spread` (so partly outside [0, 1] by default); weights are
@@ -21,14 +23,11 @@ def make_inputs(shapes, n=2, lq=5, m=2, d=4, p=3, dtype=torch.float64, device="c
     lo, hi = spread
     loc = torch.rand(n, lq, m, nl, p, 2, generator=g, dtype=torch.float64) * (hi - lo) + lo
     attn = torch.rand(n, lq, m, nl, p, generator=g, dtype=torch.float64) + 0.1
-    out = [t.to(device=device, dtype=dtype).requires_grad_(requires_grad)
-           for t in (value, loc, attn)]
-    return (out[0], spatial_shapes.to(device), compute_level_start_index(spatial_shapes).to(device),
-            out[1], out[2])
+    out = [t.to(device=device, dtype=dtype).requires_grad_(requires_grad) for t in (value, loc, attn)]
+    return (out[0], spatial_shapes.to(device), compute_level_start_index(spatial_shapes).to(device), out[1], out[2])
 
 
-def encoder_inputs(shapes, n=1, m=2, d=8, p=2, reach=2.0, far=0.0, dtype=torch.float64,
-                   seed=0, requires_grad=False):
+def encoder_inputs(shapes, n=1, m=2, d=8, p=2, reach=2.0, far=0.0, dtype=torch.float64, seed=0, requires_grad=False):
     """The encoder layout (one query per value pixel, Lq = S): each query samples around its
     own position on every level, `reach` pixels (Gaussian) of that level, as a trained model
     does; a fraction `far` of the points lies anywhere on (or just off) the map instead.
@@ -37,10 +36,14 @@ def encoder_inputs(shapes, n=1, m=2, d=8, p=2, reach=2.0, far=0.0, dtype=torch.f
     spatial_shapes = torch.tensor(shapes, dtype=torch.int64)
     s = int(spatial_shapes.prod(1).sum())
     nl = len(shapes)
-    centres = torch.cat([torch.stack(torch.meshgrid((torch.arange(h) + 0.5) / h,
-                                                    (torch.arange(w) + 0.5) / w,
-                                                    indexing="ij")[::-1], -1).reshape(-1, 2)
-                         for h, w in shapes]).double()
+    centres = torch.cat(
+        [
+            torch.stack(
+                torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing="ij")[::-1], -1
+            ).reshape(-1, 2)
+            for h, w in shapes
+        ]
+    ).double()
     wh = spatial_shapes.flip(-1).double()  # (L, 2) as (W, H)
     offsets = reach * torch.randn(n, s, m, nl, p, 2, generator=g, dtype=torch.float64) / wh[:, None]
     loc = centres[None, :, None, None, None] + offsets

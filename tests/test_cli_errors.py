@@ -80,16 +80,35 @@ def _json(path, data):
 def test_existing_checkpoint_is_not_replaced(run):
     _, data, out = run
     before = (out / "checkpoint.pth").stat().st_mtime_ns
-    one_error(ddetr("train", "--coco-path", data, "--output-dir", out, *TRAIN), "train",
-              "checkpoint.pth", "--resume auto", "--overwrite")
+    one_error(
+        ddetr("train", "--coco-path", data, "--output-dir", out, *TRAIN),
+        "train",
+        "checkpoint.pth",
+        "--resume auto",
+        "--overwrite",
+    )
     assert (out / "checkpoint.pth").stat().st_mtime_ns == before
 
 
 def test_resume_applies_a_new_lr_and_epochs_done_writes_nothing(run, tmp_path):
     _, data, out = run
     shutil.copy(out / "checkpoint.pth", tmp_path / "checkpoint.pth")
-    rc, stdout, err = ddetr("train", "--coco-path", data, "--output-dir", tmp_path, "--resume", "auto",
-                            *TRAIN, "--epochs", "2", "--lr", "1e-3", "--eval-every", "0")
+    rc, stdout, err = ddetr(
+        "train",
+        "--coco-path",
+        data,
+        "--output-dir",
+        tmp_path,
+        "--resume",
+        "auto",
+        *TRAIN,
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-3",
+        "--eval-every",
+        "0",
+    )
     assert rc == 0, err
     assert "applied --lr 0.001 (the checkpoint's: 0.0002)" in stdout
     ckpt = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
@@ -97,13 +116,41 @@ def test_resume_applies_a_new_lr_and_epochs_done_writes_nothing(run, tmp_path):
     assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
     assert ckpt["lr_scheduler"]["base_lrs"][0] == pytest.approx(1e-3)
     # already done: says so, and claims no checkpoint
-    rc, stdout, err = ddetr("train", "--coco-path", data, "--output-dir", tmp_path, "--resume", "auto", *TRAIN,
-                            "--epochs", "2", "--lr", "1e-3")
+    rc, stdout, err = ddetr(
+        "train",
+        "--coco-path",
+        data,
+        "--output-dir",
+        tmp_path,
+        "--resume",
+        "auto",
+        *TRAIN,
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-3",
+    )
     assert rc == 0 and "nothing to train" in stdout and "checkpoint " + str(tmp_path) not in stdout
     # a model option that does not fit the checkpoint: named, briefly
-    line = one_error(ddetr("train", "--coco-path", data, "--output-dir", tmp_path, "--resume", "auto", *TRAIN,
-                           "--hidden-dim", "64", "--num-queries", "20"), "train",
-                     "--hidden-dim 32 (given: 64)", "--num-queries 10 (given: 20)")
+    line = one_error(
+        ddetr(
+            "train",
+            "--coco-path",
+            data,
+            "--output-dir",
+            tmp_path,
+            "--resume",
+            "auto",
+            *TRAIN,
+            "--hidden-dim",
+            "64",
+            "--num-queries",
+            "20",
+        ),
+        "train",
+        "--hidden-dim 32 (given: 64)",
+        "--num-queries 10 (given: 20)",
+    )
     assert len(line) < 250
 
 
@@ -114,8 +161,18 @@ def test_predict_keeps_good_images_and_names_pictures_apart(run, tmp_path):
         os.makedirs(tmp_path / d)
         shutil.copy(os.path.join(data, "val2017", val[0]), tmp_path / d / "pic.png")
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    res = ddetr("predict", tmp_path / "a" / "pic.png", tmp_path / "bad.png", tmp_path / "b" / "pic.png",
-                "--checkpoint", out / "checkpoint.pth", "--output-dir", tmp_path / "out", "--threshold", "0")
+    res = ddetr(
+        "predict",
+        tmp_path / "a" / "pic.png",
+        tmp_path / "bad.png",
+        tmp_path / "b" / "pic.png",
+        "--checkpoint",
+        out / "checkpoint.pth",
+        "--output-dir",
+        tmp_path / "out",
+        "--threshold",
+        "0",
+    )
     one_error(res, "predict", "1 of 3 image(s)", "bad.png", "detections.json")
     dets = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert [bool(d["detections"]) for d in dets] == [True, False, True] and "error" in dets[1]
@@ -145,35 +202,83 @@ def test_nothing_to_learn_from(run, tmp_path):
         "no images": ({**src, "images": [], "annotations": []}, "no images in the train set"),
         "no annotations": ({**src, "annotations": []}, "nothing to learn from"),
         "all crowd": ({**src, "annotations": [{**a, "iscrowd": 1} for a in src["annotations"]]}, "crowd (ignored)"),
-        "all empty": ({**src, "annotations": [{**a, "bbox": [1, 1, 0, 5]} for a in src["annotations"]]},
-                      "with no area inside the image"),
+        "all empty": (
+            {**src, "annotations": [{**a, "bbox": [1, 1, 0, 5]} for a in src["annotations"]]},
+            "with no area inside the image",
+        ),
     }
     for i, (name, (ann, expected)) in enumerate(cases.items()):
         path = _json(tmp_path / f"{i}.json", ann)
         out = tmp_path / f"out{i}"
-        one_error(ddetr_here("train", "--train-images", images, "--train-ann", path, "--val-images", images,
-                        "--val-ann", path, "--output-dir", out, *TRAIN), "train", expected, f"{i}.json")
+        one_error(
+            ddetr_here(
+                "train",
+                "--train-images",
+                images,
+                "--train-ann",
+                path,
+                "--val-images",
+                images,
+                "--val-ann",
+                path,
+                "--output-dir",
+                out,
+                *TRAIN,
+            ),
+            "train",
+            expected,
+            f"{i}.json",
+        )
         assert not (out / "checkpoint.pth").exists(), name
 
 
 def test_non_finite_weights_and_threshold(run, tmp_path):
     _, data, out = run
     img = os.path.join(data, "val2017", sorted(os.listdir(os.path.join(data, "val2017")))[0])
-    one_error(ddetr_here("predict", img, "--checkpoint", out / "checkpoint.pth", "--threshold", "nan",
-                    "--output-dir", tmp_path), "predict", "--threshold", "nan")
+    one_error(
+        ddetr_here(
+            "predict", img, "--checkpoint", out / "checkpoint.pth", "--threshold", "nan", "--output-dir", tmp_path
+        ),
+        "predict",
+        "--threshold",
+        "nan",
+    )
     ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
     ckpt["model"]["class_embed.0.bias"][0] = float("nan")
     torch.save({"model": ckpt["model"], "args": ckpt["args"]}, tmp_path / "nan.pth")
-    one_error(ddetr_here("predict", img, "--checkpoint", tmp_path / "nan.pth", "--output-dir", tmp_path), "predict",
-              "nan.pth", "class_embed.0.bias", "not finite")
+    one_error(
+        ddetr_here("predict", img, "--checkpoint", tmp_path / "nan.pth", "--output-dir", tmp_path),
+        "predict",
+        "nan.pth",
+        "class_embed.0.bias",
+        "not finite",
+    )
 
 
 def test_divergence_stops_with_the_last_checkpoint_kept(run, tmp_path):
     _, data, out = run
     shutil.copy(out / "checkpoint.pth", tmp_path / "checkpoint.pth")
     before = (tmp_path / "checkpoint.pth").read_bytes()
-    res = ddetr("train", "--coco-path", data, "--output-dir", tmp_path, "--resume", "auto", *TRAIN,
-                "--epochs", "3", "--max-steps", "2", "--lr", "1e30", "--clip-max-norm", "0", "--eval-every", "0")
+    res = ddetr(
+        "train",
+        "--coco-path",
+        data,
+        "--output-dir",
+        tmp_path,
+        "--resume",
+        "auto",
+        *TRAIN,
+        "--epochs",
+        "3",
+        "--max-steps",
+        "2",
+        "--lr",
+        "1e30",
+        "--clip-max-norm",
+        "0",
+        "--eval-every",
+        "0",
+    )
     one_error(res, "train", "not finite", "the last checkpoint was not overwritten")
     assert (tmp_path / "checkpoint.pth").read_bytes() == before
 
@@ -182,9 +287,20 @@ def test_divergence_stops_with_the_last_checkpoint_kept(run, tmp_path):
 
 
 OPTION_CASES = [
-    ("--batch-size", "0"), ("--lr", "-1"), ("--lr", "inf"), ("--num-workers", "-1"), ("--image-size", "1"),
-    ("--hidden-dim", "33"), ("--num-feature-levels", "9"), ("--num-queries", "0"), ("--backbone", "vgg16"),
-    ("--epochs", "0"), ("--nheads", "5"), ("--dropout", "1.5"), ("--device", "cuda:99"), ("--device", "tpu"),
+    ("--batch-size", "0"),
+    ("--lr", "-1"),
+    ("--lr", "inf"),
+    ("--num-workers", "-1"),
+    ("--image-size", "1"),
+    ("--hidden-dim", "33"),
+    ("--num-feature-levels", "9"),
+    ("--num-queries", "0"),
+    ("--backbone", "vgg16"),
+    ("--epochs", "0"),
+    ("--nheads", "5"),
+    ("--dropout", "1.5"),
+    ("--device", "cuda:99"),
+    ("--device", "tpu"),
     ("--backbone-weights", "/nonexistent.pth"),
 ]
 
@@ -249,8 +365,24 @@ def test_a_data_error_in_a_loader_worker_is_one_line(run, tmp_path):
     blob = (images / name).read_bytes()
     (images / name).write_bytes(blob[: len(blob) // 2])
     ann = _json(tmp_path / "a.json", src)
-    res = ddetr("train", "--train-images", images, "--train-ann", ann, "--val-images", images, "--val-ann", ann,
-                "--output-dir", tmp_path / "o", *TRAIN, "--num-workers", "1", "--max-steps", "2")
+    res = ddetr(
+        "train",
+        "--train-images",
+        images,
+        "--train-ann",
+        ann,
+        "--val-images",
+        images,
+        "--val-ann",
+        ann,
+        "--output-dir",
+        tmp_path / "o",
+        *TRAIN,
+        "--num-workers",
+        "1",
+        "--max-steps",
+        "2",
+    )
     one_error(res, "train", name, "worker")
 
 
@@ -262,13 +394,24 @@ def test_bad_checkpoints(run, tmp_path):
     torch.save({"model": ckpt["model"], "args": {**ckpt["args"], "hidden_dim": -3}}, tmp_path / "opts.pth")
     torch.save({"model": ckpt["model"], "args": {**ckpt["args"], "hidden_dim": 64}}, tmp_path / "fit.pth")
     # saved options that contradict the weights are named with what the weights have
-    for name, *parts in [("list.pth", "not a state dict"), ("opts.pth", "hidden_dim=-3", "hidden_dim=32"),
-                         ("fit.pth", "hidden_dim=64", "hidden_dim=32")]:
-        line = one_error(ddetr_here("predict", img, "--checkpoint", tmp_path / name, "--output-dir", tmp_path / "p"),
-                         "predict", name, *parts)
+    for name, *parts in [
+        ("list.pth", "not a state dict"),
+        ("opts.pth", "hidden_dim=-3", "hidden_dim=32"),
+        ("fit.pth", "hidden_dim=64", "hidden_dim=32"),
+    ]:
+        line = one_error(
+            ddetr_here("predict", img, "--checkpoint", tmp_path / name, "--output-dir", tmp_path / "p"),
+            "predict",
+            name,
+            *parts,
+        )
         assert len(line) < 400
-    one_error(ddetr_here("eval", "--checkpoint", tmp_path / "fit.pth", "--coco-path", data, "--output-dir", tmp_path),
-              "eval", "fit.pth", "hidden_dim=64")
+    one_error(
+        ddetr_here("eval", "--checkpoint", tmp_path / "fit.pth", "--coco-path", data, "--output-dir", tmp_path),
+        "eval",
+        "fit.pth",
+        "hidden_dim=64",
+    )
 
 
 # 4. consistency

@@ -26,8 +26,9 @@ CATEGORY_IDS = {1: 1001, 2: 2002, 3: 3003}  # beyond 255: labels 0..2 map throug
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("cliw")
-    data = make_synthetic(str(root / "syn"), num_train=6, num_val=3, min_image_size=48, max_image_size=64,
-                          num_classes=3)
+    data = make_synthetic(
+        str(root / "syn"), num_train=6, num_val=3, min_image_size=48, max_image_size=64, num_classes=3
+    )
     for split in ("train", "val"):  # any category ids, not only COCO's
         path = os.path.join(data, "annotations", f"instances_{split}2017.json")
         js = json.load(open(path))
@@ -44,8 +45,7 @@ def setup(tmp_path_factory):
 
 
 def ddetr(*argv):
-    proc = subprocess.run([sys.executable, "-m", "ddetr", *map(str, argv)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "ddetr", *map(str, argv)], capture_output=True, text=True, timeout=300)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -54,8 +54,24 @@ def finetuned(setup):
     root, data, pretrained = setup
     out = root / "ft"
     # no model options: the architecture comes from the weights, the class count from the data
-    rc, stdout, stderr = ddetr("train", "--pretrained", pretrained, "--coco-path", data, "--output-dir", out,
-                               "--epochs", 3, "--batch-size", 2, "--lr", 1e-3, "--eval-every", 3, *RUN)
+    rc, stdout, stderr = ddetr(
+        "train",
+        "--pretrained",
+        pretrained,
+        "--coco-path",
+        data,
+        "--output-dir",
+        out,
+        "--epochs",
+        3,
+        "--batch-size",
+        2,
+        "--lr",
+        1e-3,
+        "--eval-every",
+        3,
+        *RUN,
+    )
     assert rc == 0, stderr
     return out, stdout
 
@@ -77,27 +93,59 @@ def test_finetuned_predict_names_and_category_ids(setup, finetuned, tmp_path):
     _, data, _ = setup
     out, _ = finetuned
     image = os.path.join(data, "val2017", sorted(os.listdir(os.path.join(data, "val2017")))[0])
-    rc, stdout, stderr = ddetr("predict", image, "--checkpoint", out / "checkpoint.pth", "--threshold", 0,
-                               "--output-dir", tmp_path)
+    rc, stdout, stderr = ddetr(
+        "predict", image, "--checkpoint", out / "checkpoint.pth", "--threshold", 0, "--output-dir", tmp_path
+    )
     assert rc == 0, stderr
     dets = json.loads((tmp_path / "detections.json").read_text())[0]["detections"]
     assert dets and {(d["name"], d["category_id"]) for d in dets} <= {
-        ("circle", 1001), ("square", 2002), ("triangle", 3003)}
+        ("circle", 1001),
+        ("square", 2002),
+        ("triangle", 3003),
+    }
     assert dets[0]["name"] in stdout.splitlines()[0]  # the printed line names the classes
 
 
 def test_resume_wins_over_pretrained(setup, finetuned):
     _, data, pretrained = setup
     out, _ = finetuned
-    rc = cli.main(["train", "--pretrained", str(pretrained), "--resume", "auto", "--coco-path", data,
-                   "--output-dir", str(out), "--epochs", "3", *RUN])
+    rc = cli.main(
+        [
+            "train",
+            "--pretrained",
+            str(pretrained),
+            "--resume",
+            "auto",
+            "--coco-path",
+            data,
+            "--output-dir",
+            str(out),
+            "--epochs",
+            "3",
+            *RUN,
+        ]
+    )
     assert rc == 0
 
 
 def test_pretrained_that_does_not_fit_is_one_clear_error(setup, tmp_path, capsys):
     _, data, pretrained = setup
-    rc = cli.main(["train", "--pretrained", str(pretrained), "--hidden-dim", "64", "--coco-path", data,
-                   "--output-dir", str(tmp_path), "--epochs", "1", *RUN])
+    rc = cli.main(
+        [
+            "train",
+            "--pretrained",
+            str(pretrained),
+            "--hidden-dim",
+            "64",
+            "--coco-path",
+            data,
+            "--output-dir",
+            str(tmp_path),
+            "--epochs",
+            "1",
+            *RUN,
+        ]
+    )
     err = capsys.readouterr().err
     assert rc != 0 and len(err.strip().splitlines()) == 1, err
     assert "--pretrained" in err and "coco91.pth: does not fit the model" in err and "shapes:" in err
@@ -151,11 +199,17 @@ def test_predict_and_eval_take_either_layout(setup, finetuned, tmp_path):
         assert cli.main(["predict", image, *common, "--threshold", "0", "--image-size", "64"]) == 0
         found[name] = json.loads((tmp_path / name / "detections.json").read_text())[0]["detections"]
         if name != "official":
-            assert cli.main(["eval", *common, "--coco-path", data, "--image-size", "64", "--num-workers", "0",
-                             "--quiet"]) == 0
+            assert (
+                cli.main(["eval", *common, "--coco-path", data, "--image-size", "64", "--num-workers", "0", "--quiet"])
+                == 0
+            )
             metrics[name] = json.loads((tmp_path / name / "metrics.json").read_text())
     assert found["ddetr"] and found["hf"] == found["ddetr"] and found["official"] == found["ddetr"]
     assert {(d["name"], d["category_id"]) for d in found["hf"]} <= {
-        ("circle", 1001), ("square", 2002), ("triangle", 3003)}
+        ("circle", 1001),
+        ("square", 2002),
+        ("triangle", 3003),
+    }
     assert {k: metrics["hf"][k] for k in ("AP", "AP50", "images")} == {
-        k: metrics["ddetr"][k] for k in ("AP", "AP50", "images")}
+        k: metrics["ddetr"][k] for k in ("AP", "AP50", "images")
+    }

@@ -1,6 +1,7 @@
 """The CUDA kernels against the CPU kernels (float64) on the same inputs: forward and the
 three gradients in every dtype, layouts, edge cases, the deterministic backward, 64-bit
 indexing, CUDA graphs and torch.compile. Skipped where no CUDA device is present."""
+
 from __future__ import annotations
 
 import pytest
@@ -35,15 +36,15 @@ def assert_scaled_close(got, want, dtype, what):
     finite = want[want.isfinite()]
     scale = max(1.0, finite.abs().max().item()) if finite.numel() else 1.0
     tol = TOL[dtype]
-    torch.testing.assert_close(got / scale, want / scale, rtol=tol, atol=tol, equal_nan=True,
-                               msg=lambda m: f"{what} ({dtype}): {m}")
+    torch.testing.assert_close(
+        got / scale, want / scale, rtol=tol, atol=tol, equal_nan=True, msg=lambda m: f"{what} ({dtype}): {m}"
+    )
 
 
 def to_cuda(inputs, dtype, device="cuda"):
     """Inputs on the GPU in `dtype` (index tensors stay where they are unless moved)."""
     value, shapes, start, loc, attn = inputs
-    return (value.to(device, dtype), shapes.to(device), start.to(device), loc.to(device, dtype),
-            attn.to(device, dtype))
+    return (value.to(device, dtype), shapes.to(device), start.to(device), loc.to(device, dtype), attn.to(device, dtype))
 
 
 def run(inputs, grad):
@@ -66,8 +67,7 @@ def random_grad(inputs, seed=1):
     value, _, _, loc, _ = inputs
     n, lq = loc.shape[:2]
     m, d = value.shape[2:]
-    return torch.randn(n, lq, m * d, generator=torch.Generator().manual_seed(seed),
-                       dtype=torch.float64)
+    return torch.randn(n, lq, m * d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def compare_to_cpu(inputs, dtype, grad_seed=1):
@@ -82,8 +82,10 @@ def compare_to_cpu(inputs, dtype, grad_seed=1):
 
 @pytest.fixture
 def deterministic():
-    was, warn_only = (torch.are_deterministic_algorithms_enabled(),
-                      torch.is_deterministic_algorithms_warn_only_enabled())
+    was, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     torch.use_deterministic_algorithms(True)
     try:
         yield
@@ -92,8 +94,7 @@ def deterministic():
 
 
 def test_built_with_cuda():
-    assert ddetr.build_info()["cuda"], (
-        "a CUDA device is present but ddetr was built without its CUDA kernels")
+    assert ddetr.build_info()["cuda"], "a CUDA device is present but ddetr was built without its CUDA kernels"
 
 
 # -------------------------------------------------------------------------- values
@@ -114,8 +115,7 @@ def test_channel_counts(d, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_non_contiguous_inputs(dtype):
-    value, shapes, start, loc, attn = to_cuda(
-        make_inputs([[7, 5], [4, 3]], n=2, lq=6, m=4, d=16, p=3), dtype)
+    value, shapes, start, loc, attn = to_cuda(make_inputs([[7, 5], [4, 3]], n=2, lq=6, m=4, d=16, p=3), dtype)
     # Same values, other layouts: transposed storage and strided slices.
     value_nc = value.transpose(1, 2).contiguous().transpose(1, 2)
     loc_nc = torch.stack((loc, loc), dim=-1)[..., 0]
@@ -148,11 +148,12 @@ def test_unaligned_storage(shift, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_locations_outside_and_non_finite(dtype):
     value, shapes, start, loc, attn = to_cuda(
-        make_inputs([[6, 4], [3, 2], [1, 1]], n=2, lq=8, m=2, d=8, p=4, spread=(-2.0, 3.0)),
-        dtype)
+        make_inputs([[6, 4], [3, 2], [1, 1]], n=2, lq=8, m=2, d=8, p=4, spread=(-2.0, 3.0)), dtype
+    )
     flat = loc.view(-1)
-    specials = torch.tensor([float("nan"), float("inf"), float("-inf"), 1e30, -1e30, 0.0, 1.0],
-                            device="cuda", dtype=dtype)
+    specials = torch.tensor(
+        [float("nan"), float("inf"), float("-inf"), 1e30, -1e30, 0.0, 1.0], device="cuda", dtype=dtype
+    )
     flat[: 7 * 9 : 9] = specials
     flat[1 : 7 * 13 : 13] = specials
     got = compare_to_cpu((value, shapes, start, loc, attn), dtype)
@@ -172,8 +173,7 @@ def test_batch_97():
 
 @pytest.mark.parametrize("n, lq", [(0, 5), (2, 0), (0, 0)])
 def test_empty(n, lq):
-    value, shapes, start, loc, attn = to_cuda(
-        make_inputs([[4, 3], [2, 2]], n=n, lq=lq, m=2, d=8, p=3), torch.float32)
+    value, shapes, start, loc, attn = to_cuda(make_inputs([[4, 3], [2, 2]], n=n, lq=lq, m=2, d=8, p=3), torch.float32)
     out = op(value, shapes, start, loc, attn, 64)
     assert out.shape == (n, lq, 16) and out.device == value.device
     grad = torch.randn(out.shape, device="cuda")
@@ -185,8 +185,7 @@ def test_empty(n, lq):
 
 # ---------------------------------------------------------------- index tensors, devices
 def test_spatial_shapes_on_cpu_or_gpu():
-    value, shapes, start, loc, attn = to_cuda(
-        make_inputs([[7, 6], [3, 4], [1, 2]], d=16), torch.float32)
+    value, shapes, start, loc, attn = to_cuda(make_inputs([[7, 6], [3, 4], [1, 2]], d=16), torch.float32)
     grad = random_grad((value, shapes, start, loc, attn))
     on_gpu = run((value, shapes, start, loc, attn), grad)
     on_cpu = run((value, shapes.cpu(), start.cpu(), loc, attn), grad)
@@ -219,8 +218,7 @@ def test_second_device():
 @pytest.mark.parametrize("spread", [(-0.1, 1.1), (0.45, 0.55)], ids=["spread", "crowded"])
 def test_deterministic_backward_is_bitwise_repeatable(spread, dtype, deterministic):
     # "crowded": every point lands in a few pixels, so many contributions share a row.
-    inputs = to_cuda(make_inputs([[9, 7], [4, 4], [2, 3], [1, 1]], n=3, lq=40, m=4, d=32, p=4,
-                                 spread=spread), dtype)
+    inputs = to_cuda(make_inputs([[9, 7], [4, 4], [2, 3], [1, 1]], n=3, lq=40, m=4, d=32, p=4, spread=spread), dtype)
     grad = random_grad(inputs)
     first = run(inputs, grad)
     second = run(inputs, grad)
@@ -233,8 +231,7 @@ def test_deterministic_backward_is_bitwise_repeatable(spread, dtype, determinist
 
 @pytest.mark.parametrize("d", [1, 3, 71, 257])
 def test_deterministic_backward_odd_channels(d, deterministic):
-    inputs = to_cuda(make_inputs([[6, 5], [3, 3], [1, 1]], n=2, lq=7, m=2, d=d, p=3, seed=d),
-                     torch.float32)
+    inputs = to_cuda(make_inputs([[6, 5], [3, 3], [1, 1]], n=2, lq=7, m=2, d=d, p=3, seed=d), torch.float32)
     compare_to_cpu(inputs, torch.float32)
 
 
@@ -277,9 +274,9 @@ def test_large_output_and_grad_output():
         sub = (value, shapes, start, loc[:, q], attn[:, q])
         want_out = op(*(t.cpu().double() if t.is_floating_point() else t.cpu() for t in sub), 64)
         assert_scaled_close(out[:, q], want_out, torch.float32, "output")
-        want = op_backward(grad[:, q].cpu().double(),
-                           *(t.cpu().double() if t.is_floating_point() else t.cpu() for t in sub),
-                           64)
+        want = op_backward(
+            grad[:, q].cpu().double(), *(t.cpu().double() if t.is_floating_point() else t.cpu() for t in sub), 64
+        )
         assert_scaled_close(gl[:, q], want[1], torch.float32, "grad sampling_locations")
         assert_scaled_close(ga[:, q], want[2], torch.float32, "grad attention_weights")
     assert gv.isfinite().all()
@@ -299,8 +296,9 @@ def test_large_value(det):
     value = torch.randn(1, S, 1, d, device="cuda", generator=gen)
     shapes = torch.tensor([[H, W]], device="cuda")
     start = torch.zeros(1, dtype=torch.int64, device="cuda")
-    px = torch.randint(0, W - 1, (1, lq, 1, 1, p), device="cuda", generator=gen) + 0.25 * \
-        torch.randint(0, 4, (1, lq, 1, 1, p), device="cuda", generator=gen)
+    px = torch.randint(0, W - 1, (1, lq, 1, 1, p), device="cuda", generator=gen) + 0.25 * torch.randint(
+        0, 4, (1, lq, 1, 1, p), device="cuda", generator=gen
+    )
     py = (H - 2) + 0.25 * torch.randint(0, 4, (1, lq, 1, 1, p), device="cuda", generator=gen)
     loc = torch.stack(((px + 0.5) / W, (py + 0.5) / H), dim=-1).float()
     attn = torch.rand(1, lq, 1, 1, p, device="cuda", generator=gen)
@@ -313,15 +311,14 @@ def test_large_value(det):
     finally:
         torch.use_deterministic_algorithms(was)
 
-    crop = value[:, S - 2 * W:].cpu().double()
+    crop = value[:, S - 2 * W :].cpu().double()
     loc_c = loc.cpu().double().clone()
     loc_c[..., 1] = (py.cpu().double() - (H - 2) + 0.5) / 2
     shapes_c, start_c = torch.tensor([[2, W]]), torch.zeros(1, dtype=torch.int64)
     attn_c, grad_c = attn.cpu().double(), grad.cpu().double()
-    assert_scaled_close(out, op(crop, shapes_c, start_c, loc_c, attn_c, 64), torch.float32,
-                        "output")
+    assert_scaled_close(out, op(crop, shapes_c, start_c, loc_c, attn_c, 64), torch.float32, "output")
     gv_c, gl_c, ga_c = op_backward(grad_c, crop, shapes_c, start_c, loc_c, attn_c, 64)
-    assert_scaled_close(gv[:, S - 2 * W:], gv_c, torch.float32, "grad value (last rows)")
+    assert_scaled_close(gv[:, S - 2 * W :], gv_c, torch.float32, "grad value (last rows)")
     assert (gv[:, : S - 2 * W] == 0).all().item()
     gl_c[..., 1] *= H / 2  # d/dy on the full map = d/dy' * dy'/dy
     assert_scaled_close(gl, gl_c, torch.float32, "grad sampling_locations")
@@ -356,8 +353,10 @@ def test_cuda_graph_capture_and_replay():
             dst.copy_(src)
         graph.replay()
         torch.cuda.synchronize()
-        want = (op(new[0], shapes, start, new[3], new[4], 64),
-                *op_backward(new_grad, new[0], shapes, start, new[3], new[4], 64))
+        want = (
+            op(new[0], shapes, start, new[3], new[4], 64),
+            *op_backward(new_grad, new[0], shapes, start, new[3], new[4], 64),
+        )
         assert torch.equal(captured[0], want[0])
         for name, a, b in zip(NAMES, captured, want):
             assert_scaled_close(a, b, torch.float32, name)
@@ -365,8 +364,7 @@ def test_cuda_graph_capture_and_replay():
 
 def test_torch_compile_fullgraph():
     torch._dynamo.reset()
-    inputs = to_cuda(make_inputs([[6, 5], [3, 3], [1, 1]], n=2, lq=7, m=2, d=32, p=4),
-                     torch.float32)
+    inputs = to_cuda(make_inputs([[6, 5], [3, 3], [1, 1]], n=2, lq=7, m=2, d=32, p=4), torch.float32)
 
     def loss(value, shapes, start, loc, attn):
         out = ddetr.ops.ms_deform_attn(value, shapes, loc, attn, start)
@@ -416,9 +414,11 @@ def test_torch_compile_reduce_overhead():
 
     def batch(seed):
         g = torch.Generator(device="cuda").manual_seed(seed)
-        return (torch.randn(2, 10, 32, device="cuda", generator=g),
-                torch.rand(2, 10, 2, device="cuda", generator=g),
-                torch.randn(2, s, 32, device="cuda", generator=g))
+        return (
+            torch.randn(2, 10, 32, device="cuda", generator=g),
+            torch.rand(2, 10, 2, device="cuda", generator=g),
+            torch.randn(2, s, 32, device="cuda", generator=g),
+        )
 
     with torch.no_grad():  # inference: recorded after warm-up, then replayed
         for seed in range(4):

@@ -1,4 +1,5 @@
 """`ddetr export`: model options from the checkpoint, clear errors for bad input."""
+
 import pytest
 import torch
 
@@ -28,12 +29,16 @@ def test_export_onnx_from_checkpoint(checkpoint, tmp_path):
     assert_matches(got, reference(model, images, mask, sizes)[:2])
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--image-size", "32"], "below this model's minimum side 33"),  # single scale: stride 32
-    (["--image-size", "1", "2", "3"], "takes H or H W"),
-    (["--format", "aoti", "--attention", "tensorrt"], "ONNX options"),
-    (["--opset", "12"], "opset must be in"),
-], ids=["small_image", "image_size_arity", "aoti_onnx_option", "opset"])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--image-size", "32"], "below this model's minimum side 33"),  # single scale: stride 32
+        (["--image-size", "1", "2", "3"], "takes H or H W"),
+        (["--format", "aoti", "--attention", "tensorrt"], "ONNX options"),
+        (["--opset", "12"], "opset must be in"),
+    ],
+    ids=["small_image", "image_size_arity", "aoti_onnx_option", "opset"],
+)
 def test_bad_input(checkpoint, tmp_path, capsys, argv, message):
     _, path = checkpoint
     argv = ["export", "--checkpoint", path, "--output", str(tmp_path / "m.onnx"), *argv]

@@ -1,5 +1,6 @@
 """The portable ONNX export (GridSample) of every variant, run by onnxruntime (and OpenVINO
 where it installs) at two image sizes from one file, against ddetr's eager outputs."""
+
 import pytest
 
 from export_cases import (
@@ -72,10 +73,10 @@ def test_opset_20_uses_linear_mode(tmp_path):
     path = to_onnx(model, str(tmp_path / "m20.onnx"), image_size=96, opset=20)
     proto = onnx.load(path)
     assert {i.domain: i.version for i in proto.opset_import}[""] == 20
-    modes = {a.s.decode() for n in proto.graph.node if n.op_type == "GridSample" for a in n.attribute
-             if a.name == "mode"}
+    modes = {
+        a.s.decode() for n in proto.graph.node if n.op_type == "GridSample" for a in n.attribute if a.name == "mode"
+    }
     assert modes == {"linear"}
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     args = inputs(*SIZES[0])
-    assert_matches(session.run(None, {"images": args[0].numpy(), "mask": args[1].numpy()}),
-                   reference(model, *args)[:2])
+    assert_matches(session.run(None, {"images": args[0].numpy(), "mask": args[1].numpy()}), reference(model, *args)[:2])

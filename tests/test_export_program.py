@@ -1,5 +1,6 @@
 """torch.export of the detector with dynamic batch and image size, and its AOTInductor
 package run in a fresh process that loads only torch and the op library (no ddetr code)."""
+
 import json
 import subprocess
 import sys
@@ -62,8 +63,13 @@ def test_aoti_package_runs_without_ddetr(program, tmp_path):
     package = to_aoti(ep, str(tmp_path / "model.pt2"))
     data = [inputs(*size) for size in SIZES]
     torch.save(data, tmp_path / "inputs.pt")
-    proc = subprocess.run([sys.executable, "-c", _RUNNER, op_library_path(), package, str(tmp_path / "inputs.pt")],
-                          capture_output=True, text=True, timeout=900, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUNNER, op_library_path(), package, str(tmp_path / "inputs.pt")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for got, args in zip(json.loads(proc.stdout), data):
         ref = reference(model, *args)

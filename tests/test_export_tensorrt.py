@@ -2,6 +2,7 @@
 plugin's layout. No TensorRT here: the graph runs in onnxruntime with a Python
 implementation of the node (onnxruntime-extensions) that calls ddetr's op on the node's
 inputs as the plugin receives them (int32 shapes and starts, 4-D output)."""
+
 import pytest
 import torch
 
@@ -45,15 +46,24 @@ def _with_python_plugin(path):
     ext = pytest.importorskip("onnxruntime_extensions", reason="onnxruntime-extensions is not installed")
     t = ext.PyCustomOpDef
 
-    @ext.onnx_op(op_type=TRT_OP, inputs=[t.dt_float, t.dt_int32, t.dt_int32, t.dt_float, t.dt_float],
-                 outputs=[t.dt_float], attrs={"plugin_version": t.dt_string, "plugin_namespace": t.dt_string})
+    @ext.onnx_op(
+        op_type=TRT_OP,
+        inputs=[t.dt_float, t.dt_int32, t.dt_int32, t.dt_float, t.dt_float],
+        outputs=[t.dt_float],
+        attrs={"plugin_version": t.dt_string, "plugin_namespace": t.dt_string},
+    )
     def plugin(value, spatial_shapes, level_start, loc, weights, **attrs):
         assert spatial_shapes.dtype.name == "int32" and level_start.dtype.name == "int32"
         calls.append(attrs["plugin_version"])
         v = torch.from_numpy(value)
-        out = torch.ops.ddetr.ms_deform_attn(v, torch.from_numpy(spatial_shapes).long(),
-                                             torch.from_numpy(level_start).long(), torch.from_numpy(loc),
-                                             torch.from_numpy(weights), 64)
+        out = torch.ops.ddetr.ms_deform_attn(
+            v,
+            torch.from_numpy(spatial_shapes).long(),
+            torch.from_numpy(level_start).long(),
+            torch.from_numpy(loc),
+            torch.from_numpy(weights),
+            64,
+        )
         return out.view(v.shape[0], loc.shape[1], v.shape[2], v.shape[3]).numpy()  # (N, Lq, M, D)
 
     proto = onnx.load(path)

@@ -2,6 +2,7 @@
 model (float32 to 1e-4 relative, bfloat16 / float16 within stated tolerances), the input
 model left unchanged, new image sizes without recompiling, and its errors. Compiles use
 the cheap dynamo backends; one test runs inductor at a tiny size."""
+
 import copy
 
 import pytest
@@ -13,10 +14,22 @@ from ddetr.inference import fold_frozen_batch_norms
 from ddetr.models import FrozenBatchNorm2d, build_model
 from ddetr.util.misc import nested_tensor_from_tensor_list
 
-TINY = dict(backbone="resnet18", hidden_dim=64, nheads=8, dim_feedforward=128, enc_layers=1, dec_layers=2,
-            num_queries=20, num_classes=7)
-VARIANTS = {"default": dict(), "single_scale": dict(num_feature_levels=1), "box_refine": dict(with_box_refine=True),
-            "two_stage": dict(with_box_refine=True, two_stage=True)}
+TINY = dict(
+    backbone="resnet18",
+    hidden_dim=64,
+    nheads=8,
+    dim_feedforward=128,
+    enc_layers=1,
+    dec_layers=2,
+    num_queries=20,
+    num_classes=7,
+)
+VARIANTS = {
+    "default": dict(),
+    "single_scale": dict(num_feature_levels=1),
+    "box_refine": dict(with_box_refine=True),
+    "two_stage": dict(with_box_refine=True, two_stage=True),
+}
 # Large enough that no feature map is 1 pixel wide (dynamo specialises sizes 0 and 1)
 # and that convolutions pick the same backend at every size.
 SIZES = [(256, 320), (288, 352), (320, 224)]

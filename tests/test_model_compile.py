@@ -2,13 +2,22 @@
 training mode too: no data-dependent Python, `.item()` or `.tolist()` in the forward. (The
 inference path, every variant in eval mode, is held by tests/test_inference.py.) Dynamo's
 "eager" backend checks the trace without paying for code generation."""
+
 import pytest
 import torch
 
 from ddetr.models import build_model
 
-TINY = dict(backbone="resnet18", hidden_dim=64, nheads=8, dim_feedforward=128, enc_layers=1, dec_layers=2,
-            num_queries=20, num_classes=7)
+TINY = dict(
+    backbone="resnet18",
+    hidden_dim=64,
+    nheads=8,
+    dim_feedforward=128,
+    enc_layers=1,
+    dec_layers=2,
+    num_queries=20,
+    num_classes=7,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

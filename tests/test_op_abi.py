@@ -1,6 +1,7 @@
 """The op library stays on LibTorch's stable ABI: every symbol it needs from outside is the
 stable C shim (aoti_torch_*, torch_*), the C/C++ runtimes or the CUDA runtime. A symbol of
 torch's C++ API (c10::, at::, torch::) would tie the build to one torch release again."""
+
 import os
 import re
 import shutil
@@ -18,8 +19,7 @@ STABLE_C = re.compile(r"^(aoti_torch_|torch_)[a-z0-9_]+$")
 
 
 def undefined_symbols(path):
-    out = subprocess.run(["nm", "-D", "--undefined-only", path], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(["nm", "-D", "--undefined-only", path], capture_output=True, text=True, check=True).stdout
     # lines are "    U name" or "    w name" (weak, optional)
     return [line.split()[-1] for line in out.splitlines() if line.split()[:1] == ["U"]]
 
@@ -39,8 +39,7 @@ def test_the_check_sees_a_cxx_api_symbol(tmp_path):
     if shutil.which("c++") is None:
         pytest.skip("needs a C++ compiler")
     src = tmp_path / "bad.cpp"
-    src.write_text("namespace at { void* empty_like_stub(int); }\n"
-                   "void* f() { return at::empty_like_stub(1); }\n")
+    src.write_text("namespace at { void* empty_like_stub(int); }\nvoid* f() { return at::empty_like_stub(1); }\n")
     lib = tmp_path / "libbad.so"
     subprocess.run(["c++", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
     symbols = undefined_symbols(str(lib))
@@ -50,5 +49,4 @@ def test_the_check_sees_a_cxx_api_symbol(tmp_path):
 def test_ops_registered_for_this_build():
     for name in ("ddetr::ms_deform_attn", "ddetr::ms_deform_attn_backward"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU")
-        assert (torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA")
-                == ddetr.build_info()["cuda"])
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA") == ddetr.build_info()["cuda"]

@@ -1,5 +1,6 @@
 """gradcheck, opcheck and torch.compile for the op (the checks the torchvision and
 extension-cpp ops run)."""
+
 import pytest
 import torch
 
@@ -20,8 +21,9 @@ GRADCHECK_CASES = [
 def test_gradcheck_float64(case):
     shapes, n, lq, m, d, p = case
     value, s, st, loc, attn = make_inputs(shapes, n, lq, m, d, p, requires_grad=True, seed=11)
-    assert torch.autograd.gradcheck(lambda v, lc, a: op(v, s, st, lc, a, 64), (value, loc, attn),
-                                    eps=1e-6, atol=1e-5, rtol=1e-4)
+    assert torch.autograd.gradcheck(
+        lambda v, lc, a: op(v, s, st, lc, a, 64), (value, loc, attn), eps=1e-6, atol=1e-5, rtol=1e-4
+    )
 
 
 def opcheck_inputs():
@@ -76,8 +78,7 @@ def test_compile_fullgraph_matches_eager():
 
 
 def test_compile_inductor_forward_backward():
-    v, s, st, lc, a = make_inputs([[5, 4], [2, 2]], 2, 6, 2, 8, 2, dtype=torch.float32,
-                                 requires_grad=True, seed=17)
+    v, s, st, lc, a = make_inputs([[5, 4], [2, 2]], 2, 6, 2, 8, 2, dtype=torch.float32, requires_grad=True, seed=17)
 
     def f(v, lc, a):
         return (op(v * 2, s, st, lc.clamp(-0.5, 1.5), a.softmax(-1), 64) ** 2).sum()

@@ -1,5 +1,6 @@
 """Valid edge cases of the op: empty sizes, 1x1 levels, far and non-finite locations,
 thread counts, instruction sets, half types, double backward."""
+
 import os
 import subprocess
 import sys
@@ -17,8 +18,7 @@ op_backward = torch.ops.ddetr.ms_deform_attn_backward
 
 @pytest.mark.parametrize("n,lq", [(0, 5), (2, 0), (0, 0)])
 def test_empty_batch_or_queries(n, lq):
-    value, shapes, start, loc, attn = make_inputs([[3, 4], [1, 2]], n, lq, 2, 5, 2,
-                                                  requires_grad=True)
+    value, shapes, start, loc, attn = make_inputs([[3, 4], [1, 2]], n, lq, 2, 5, 2, requires_grad=True)
     out = op(value, shapes, start, loc, attn, 64)
     assert out.shape == (n, lq, 10)
     out.sum().backward()
@@ -27,8 +27,7 @@ def test_empty_batch_or_queries(n, lq):
 
 
 def test_far_outside_contributes_zero():
-    value, shapes, start, loc, attn = make_inputs([[4, 4], [2, 2]], 2, 6, 2, 3, 2,
-                                                  requires_grad=True)
+    value, shapes, start, loc, attn = make_inputs([[4, 4], [2, 2]], 2, 6, 2, 3, 2, requires_grad=True)
     with torch.no_grad():
         loc[..., 0] = torch.where(torch.rand(loc.shape[:-1]) < 0.5, -5.0, 1e30)
     out = op(value, shapes, start, loc, attn, 64)
@@ -62,19 +61,17 @@ def test_infinite_value_outside_the_map_stays_out():
     torch.testing.assert_close(out, ms_deform_attn_pytorch(value, shapes, loc, attn))
 
 
-@pytest.mark.parametrize("layout", ["decoder", "encoder", "bands-near", "bands-anywhere",
-                                    "spread-24px", "spread-uniform"])
+@pytest.mark.parametrize(
+    "layout", ["decoder", "encoder", "bands-near", "bands-anywhere", "spread-24px", "spread-uniform"]
+)
 def test_thread_counts_bitwise_equal(layout):
     if layout.startswith("bands"):  # encoder layout on maps wide enough to split (bands.h)
-        inputs = encoder_inputs(BAND_SHAPES, 2, 4, 32, 4, **BAND_CASES[layout[6:]],
-                                dtype=torch.float32)
+        inputs = encoder_inputs(BAND_SHAPES, 2, 4, 32, 4, **BAND_CASES[layout[6:]], dtype=torch.float32)
     elif layout.startswith("spread"):  # points far from their queries: long sums per row
-        inputs = encoder_inputs(SPREAD_SHAPES, 1, 4, 32, 4, **SPREAD_CASES[layout[7:]],
-                                dtype=torch.float32)
+        inputs = encoder_inputs(SPREAD_SHAPES, 1, 4, 32, 4, **SPREAD_CASES[layout[7:]], dtype=torch.float32)
     else:  # 464 = S: the encoder layout, walked in strips
         lq = 464 if layout == "encoder" else 50
-        inputs = make_inputs([[20, 17], [10, 9], [5, 5], [3, 3]], 2, lq, 4, 32, 4,
-                             dtype=torch.float32, seed=8)
+        inputs = make_inputs([[20, 17], [10, 9], [5, 5], [3, 3]], 2, lq, 4, 32, 4, dtype=torch.float32, seed=8)
     out = op(*inputs, 64)
     grad = torch.randn(out.shape)
     before = torch.get_num_threads()
@@ -90,8 +87,7 @@ def test_thread_counts_bitwise_equal(layout):
             assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("isa,index64", [("baseline", False), ("avx2", False),
-                                         ("avx512", False), ("avx512", True)])
+@pytest.mark.parametrize("isa,index64", [("baseline", False), ("avx2", False), ("avx512", False), ("avx512", True)])
 def test_each_instruction_set(isa, index64):
     # each instruction-set copy of the CPU kernels against the float64 reference, in a fresh
     # process: both dtypes and the unrolled channel counts (32, 64), whose vector widths
@@ -130,8 +126,7 @@ def test_each_instruction_set(isa, index64):
     if index64:  # int64 row indices, otherwise used only when S >= 2^30
         env["DDETR_CPU_INDEX64"] = "1"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    res = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     ran = res.stdout.strip()
     if ran != isa:  # a CPU without the instruction set falls back to a lesser copy
@@ -142,14 +137,14 @@ def test_each_instruction_set(isa, index64):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_types_on_cpu(dtype):
-    value, shapes, start, loc, attn = make_inputs([[6, 5], [3, 3]], 2, 8, 2, 16, 3,
-                                                  dtype=torch.float32, requires_grad=True)
+    value, shapes, start, loc, attn = make_inputs(
+        [[6, 5], [3, 3]], 2, 8, 2, 16, 3, dtype=torch.float32, requires_grad=True
+    )
     half = [t.detach().to(dtype).requires_grad_() for t in (value, loc, attn)]
     out = op(half[0], shapes, start, half[1], half[2], 64)
     assert out.dtype == dtype
     # the same computation on the rounded inputs in float64
-    want = ms_deform_attn_pytorch(*(t.double() for t in (half[0], shapes)), half[1].double(),
-                                  half[2].double())
+    want = ms_deform_attn_pytorch(*(t.double() for t in (half[0], shapes)), half[1].double(), half[2].double())
     torch.testing.assert_close(out.double(), want, rtol=2e-2, atol=2e-2)
     out.float().sum().backward()
     assert all(t.grad is not None and t.grad.dtype == dtype for t in half)
@@ -172,8 +167,7 @@ def test_import_refuses_torch_before_stable_abi():
 
 def test_import_accepts_later_torch():
     # One build serves every torch from 2.10 on: no check ties it to the torch that built it.
-    code = ("import torch; torch.__version__ = '2.99.0'; import ddetr; "
-            "print(ddetr.build_info()['torch_target'])")
+    code = "import torch; torch.__version__ = '2.99.0'; import ddetr; print(ddetr.build_info()['torch_target'])"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == "2.10"
@@ -181,6 +175,7 @@ def test_import_accepts_later_torch():
 
 def test_build_info():
     import ddetr
+
     info = ddetr.build_info()
     assert info["torch_target"] == "2.10"
     assert info["cpu_kernel_isa"] in ("baseline", "avx2", "avx512")
@@ -192,6 +187,7 @@ def test_build_info():
 def test_one_openmp_runtime():
     # the op threads on torch's OpenMP runtime, never on a second copy with its own pool
     import ddetr  # noqa: F401
+
     with open("/proc/self/maps") as f:
         paths = {line.split()[-1] for line in f if line.rstrip().endswith(".so") or ".so." in line}
     runtimes = {p for p in paths if os.path.basename(p).startswith(("libgomp", "libiomp", "libomp"))}

@@ -4,6 +4,7 @@ rather than take the suite down.
 
 The op library sits on LibTorch's stable ABI, across which an exception reaches Python
 only as RuntimeError: the message is what carries the argument and what was expected."""
+
 import os
 import subprocess
 import sys
@@ -19,8 +20,7 @@ op_backward = torch.ops.ddetr.ms_deform_attn_backward
 
 def good():
     v, s, st, lc, a = make_inputs([[4, 5], [2, 3]], 2, 3, 2, 4, 2)
-    return dict(value=v, spatial_shapes=s, level_start_index=st, sampling_locations=lc,
-                attention_weights=a)
+    return dict(value=v, spatial_shapes=s, level_start_index=st, sampling_locations=lc, attention_weights=a)
 
 
 def with_(**changes):
@@ -29,61 +29,59 @@ def with_(**changes):
         for k, f in changes.items():
             args[k] = f(args[k]) if callable(f) else f
         return args
+
     return build
 
 
 # (name, arguments, words the message must contain)
 BAD = [
     ("value rank", with_(value=lambda v: v[0]), "value must have 4 dimensions"),
-    ("locations rank", with_(sampling_locations=lambda t: t[..., 0]),
-     "sampling_locations must have 6 dimensions"),
-    ("weights rank", with_(attention_weights=lambda t: t[..., None]),
-     "attention_weights must have 5 dimensions"),
-    ("shapes rank", with_(spatial_shapes=lambda s: s.flatten()),
-     "spatial_shapes must have 2 dimensions"),
-    ("start rank", with_(level_start_index=lambda s: s[None]),
-     "level_start_index must have 1 dimensions"),
+    ("locations rank", with_(sampling_locations=lambda t: t[..., 0]), "sampling_locations must have 6 dimensions"),
+    ("weights rank", with_(attention_weights=lambda t: t[..., None]), "attention_weights must have 5 dimensions"),
+    ("shapes rank", with_(spatial_shapes=lambda s: s.flatten()), "spatial_shapes must have 2 dimensions"),
+    ("start rank", with_(level_start_index=lambda s: s[None]), "level_start_index must have 1 dimensions"),
     ("S mismatch", with_(value=lambda v: v[:, :-1]), "value has S = 25"),
     ("S larger", with_(value=lambda v: torch.cat([v, v[:, :1]], 1)), "S = 27"),
-    ("start inconsistent", with_(level_start_index=torch.tensor([0, 19])),
-     "level_start_index[1] must be 20"),
-    ("start length", with_(level_start_index=torch.tensor([0])),
-     "level_start_index has 1 levels"),
-    ("start nonzero", with_(level_start_index=torch.tensor([1, 21])),
-     "level_start_index[0] must be 0"),
-    ("zero height", with_(spatial_shapes=torch.tensor([[0, 5], [2, 3]])),
-     "spatial_shapes[0] must be positive"),
-    ("negative", with_(spatial_shapes=torch.tensor([[-4, -5], [2, 3]])),
-     "must be positive"),
+    ("start inconsistent", with_(level_start_index=torch.tensor([0, 19])), "level_start_index[1] must be 20"),
+    ("start length", with_(level_start_index=torch.tensor([0])), "level_start_index has 1 levels"),
+    ("start nonzero", with_(level_start_index=torch.tensor([1, 21])), "level_start_index[0] must be 0"),
+    ("zero height", with_(spatial_shapes=torch.tensor([[0, 5], [2, 3]])), "spatial_shapes[0] must be positive"),
+    ("negative", with_(spatial_shapes=torch.tensor([[-4, -5], [2, 3]])), "must be positive"),
     ("overflowing shapes", with_(spatial_shapes=torch.tensor([[2**40, 2**40], [2, 3]])), "value has S = 26 rows but"),
-    ("no levels", with_(spatial_shapes=torch.zeros(0, 2, dtype=torch.int64),
-                        level_start_index=torch.zeros(0, dtype=torch.int64)), "at least one level"),
-    ("shapes columns", with_(spatial_shapes=lambda s: torch.cat([s, s[:, :1]], 1)),
-     "spatial_shapes has 3 entries per level"),
-    ("L mismatch", with_(sampling_locations=lambda t: t[:, :, :, :1]),
-     "sampling_locations has 1 levels"),
-    ("M mismatch", with_(sampling_locations=lambda t: t[:, :, :1]),
-     "sampling_locations has 1 heads"),
-    ("N mismatch", with_(sampling_locations=lambda t: t[:1]),
-     "sampling_locations has 1 batch entries"),
-    ("weights N", with_(attention_weights=lambda t: t[:1]),
-     "attention_weights has 1 batch entries"),
-    ("weights Lq", with_(attention_weights=lambda t: t[:, :1]),
-     "attention_weights has 1 queries"),
-    ("P mismatch", with_(attention_weights=lambda t: t[..., :1]),
-     "attention_weights has 1 points"),
-    ("coords", with_(sampling_locations=lambda t: torch.cat([t, t[..., :1]], -1)),
-     "sampling_locations has 3 coordinates"),
-    ("mixed dtypes", with_(sampling_locations=lambda t: t.float()),
-     "sampling_locations must be torch.float64 like value, got torch.float32"),
-    ("weights dtype", with_(attention_weights=lambda t: t.float()),
-     "attention_weights must be torch.float64 like value, got torch.float32"),
-    ("integer value", with_(value=lambda v: v.long()),
-     "value must be a floating-point tensor"),
-    ("float shapes", with_(spatial_shapes=lambda s: s.float()),
-     "spatial_shapes must be an integer tensor"),
-    ("bool start", with_(level_start_index=lambda s: s.bool()),
-     "level_start_index must be an integer tensor"),
+    (
+        "no levels",
+        with_(spatial_shapes=torch.zeros(0, 2, dtype=torch.int64), level_start_index=torch.zeros(0, dtype=torch.int64)),
+        "at least one level",
+    ),
+    (
+        "shapes columns",
+        with_(spatial_shapes=lambda s: torch.cat([s, s[:, :1]], 1)),
+        "spatial_shapes has 3 entries per level",
+    ),
+    ("L mismatch", with_(sampling_locations=lambda t: t[:, :, :, :1]), "sampling_locations has 1 levels"),
+    ("M mismatch", with_(sampling_locations=lambda t: t[:, :, :1]), "sampling_locations has 1 heads"),
+    ("N mismatch", with_(sampling_locations=lambda t: t[:1]), "sampling_locations has 1 batch entries"),
+    ("weights N", with_(attention_weights=lambda t: t[:1]), "attention_weights has 1 batch entries"),
+    ("weights Lq", with_(attention_weights=lambda t: t[:, :1]), "attention_weights has 1 queries"),
+    ("P mismatch", with_(attention_weights=lambda t: t[..., :1]), "attention_weights has 1 points"),
+    (
+        "coords",
+        with_(sampling_locations=lambda t: torch.cat([t, t[..., :1]], -1)),
+        "sampling_locations has 3 coordinates",
+    ),
+    (
+        "mixed dtypes",
+        with_(sampling_locations=lambda t: t.float()),
+        "sampling_locations must be torch.float64 like value, got torch.float32",
+    ),
+    (
+        "weights dtype",
+        with_(attention_weights=lambda t: t.float()),
+        "attention_weights must be torch.float64 like value, got torch.float32",
+    ),
+    ("integer value", with_(value=lambda v: v.long()), "value must be a floating-point tensor"),
+    ("float shapes", with_(spatial_shapes=lambda s: s.float()), "spatial_shapes must be an integer tensor"),
+    ("bool start", with_(level_start_index=lambda s: s.bool()), "level_start_index must be an integer tensor"),
     ("meta device", with_(value=lambda v: v.to("meta")), "one device"),
 ]
 
@@ -130,7 +128,6 @@ def test_errors_in_subprocess():
         "print('ok', len(BAD))\n"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
     assert res.stdout.strip() == f"ok {len(BAD)}"

@@ -3,6 +3,7 @@ beside a float16 / bfloat16 value (never rounded to 16 bits); float32 accumulati
 mix refused; autocast on the CPU (and CUDA, when present) casts accordingly. Each accepted
 combination is checked against the float64 reference evaluated at the very inputs the op got,
 so the only error left is the op's own: float32 arithmetic and one rounding of each result."""
+
 import pytest
 import torch
 
@@ -14,18 +15,18 @@ op = torch.ops.ddetr.ms_deform_attn
 HALF = (torch.float16, torch.bfloat16)
 # One rounding to the result's dtype (unit roundoff), with float32 sums before it; relative to
 # the largest magnitude of the reference.
-TOL = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 2 * 2.0**-11,
-       torch.bfloat16: 2 * 2.0**-8}
-ACCEPTED = ([(dt, dt) for dt in (torch.float64, torch.float32, *HALF)]
-            + [(dt, torch.float32) for dt in HALF])
+TOL = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 2 * 2.0**-11, torch.bfloat16: 2 * 2.0**-8}
+ACCEPTED = [(dt, dt) for dt in (torch.float64, torch.float32, *HALF)] + [(dt, torch.float32) for dt in HALF]
 # (value, sampling_locations, attention_weights) dtypes, and the argument the error names
-REFUSED = [(torch.float32, torch.float64, torch.float32, "sampling_locations"),
-           (torch.float64, torch.float32, torch.float64, "sampling_locations"),
-           (torch.float32, torch.bfloat16, torch.float32, "sampling_locations"),
-           (torch.bfloat16, torch.float16, torch.bfloat16, "sampling_locations"),
-           (torch.float16, torch.float64, torch.float16, "sampling_locations"),
-           (torch.float16, torch.float32, torch.bfloat16, "attention_weights"),
-           (torch.bfloat16, torch.float32, torch.float32, "attention_weights")]
+REFUSED = [
+    (torch.float32, torch.float64, torch.float32, "sampling_locations"),
+    (torch.float64, torch.float32, torch.float64, "sampling_locations"),
+    (torch.float32, torch.bfloat16, torch.float32, "sampling_locations"),
+    (torch.bfloat16, torch.float16, torch.bfloat16, "sampling_locations"),
+    (torch.float16, torch.float64, torch.float16, "sampling_locations"),
+    (torch.float16, torch.float32, torch.bfloat16, "attention_weights"),
+    (torch.bfloat16, torch.float32, torch.float32, "attention_weights"),
+]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -40,29 +41,34 @@ def assert_scaled_close(got, want, tol, what):
 
 
 def cast_inputs(value_dtype, loc_dtype, device, shapes=((6, 7), (3, 4), (1, 2)), seed=0):
-    value, shapes_t, start, loc, attn = make_inputs([list(s) for s in shapes], n=2, lq=9, m=2,
-                                                    d=8, p=3, seed=seed)
-    return (value.to(device, value_dtype), shapes_t.to(device), start.to(device),
-            loc.to(device, loc_dtype), attn.to(device, value_dtype))
+    value, shapes_t, start, loc, attn = make_inputs([list(s) for s in shapes], n=2, lq=9, m=2, d=8, p=3, seed=seed)
+    return (
+        value.to(device, value_dtype),
+        shapes_t.to(device),
+        start.to(device),
+        loc.to(device, loc_dtype),
+        attn.to(device, value_dtype),
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("combo", ACCEPTED, ids=name)
 def test_accepted_combinations_match_reference(combo, device):
     value_dtype, loc_dtype = combo
-    value, shapes, start, loc, attn = (t.requires_grad_() if t.is_floating_point() else t
-                                       for t in cast_inputs(value_dtype, loc_dtype, device))
+    value, shapes, start, loc, attn = (
+        t.requires_grad_() if t.is_floating_point() else t for t in cast_inputs(value_dtype, loc_dtype, device)
+    )
     out = op(value, shapes, start, loc, attn, 64)
     assert out.dtype == value_dtype
     leaves = [t.detach().double().requires_grad_() for t in (value, loc, attn)]
-    ref = ms_deform_attn_pytorch(leaves[0], shapes.cpu(), leaves[1].cpu() if device != "cpu"
-                                 else leaves[1], leaves[2])
+    ref = ms_deform_attn_pytorch(leaves[0], shapes.cpu(), leaves[1].cpu() if device != "cpu" else leaves[1], leaves[2])
     assert_scaled_close(out, ref, TOL[value_dtype], "output")
     grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(device, value_dtype)
     got = torch.autograd.grad(out, (value, loc, attn), grad)
     want = torch.autograd.grad(ref, leaves, grad.double())
-    for what, g, w, dt in zip(("value", "sampling_locations", "attention_weights"), got, want,
-                              (value_dtype, loc_dtype, value_dtype)):
+    for what, g, w, dt in zip(
+        ("value", "sampling_locations", "attention_weights"), got, want, (value_dtype, loc_dtype, value_dtype)
+    ):
         assert g.dtype == dt, f"grad {what} is {g.dtype}, expected {dt}"
         # the location gradient is computed from 16-bit products: the value's tolerance bounds it
         assert_scaled_close(g, w, max(TOL[dt], TOL[value_dtype]), f"grad {what}")
@@ -90,8 +96,7 @@ def test_float32_locations_are_not_rounded(value_dtype):
     attn = torch.rand(1, 64, 1, 1, 4, generator=gen).to(value_dtype)
     out = op(value, shapes, start, loc, attn, 64)
     exact = ms_deform_attn_pytorch(value.double(), shapes, loc.double(), attn.double())
-    rounded = ms_deform_attn_pytorch(value.double(), shapes, loc.to(value_dtype).double(),
-                                     attn.double())
+    rounded = ms_deform_attn_pytorch(value.double(), shapes, loc.to(value_dtype).double(), attn.double())
     err = (out.double() - exact).abs().max().item()
     err_if_rounded = (rounded - exact).abs().max().item()
     assert err < err_if_rounded / 4, (err, err_if_rounded)
@@ -126,8 +131,9 @@ def test_autocast_under_compile_matches_eager():
 
 
 def test_autocast_gradients_reach_float32_leaves():
-    value, shapes, start, loc, attn = (t.requires_grad_() if t.is_floating_point() else t
-                                       for t in cast_inputs(torch.float32, torch.float32, "cpu"))
+    value, shapes, start, loc, attn = (
+        t.requires_grad_() if t.is_floating_point() else t for t in cast_inputs(torch.float32, torch.float32, "cpu")
+    )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = op(value, shapes, start, loc, attn, 64)
     out.float().square().sum().backward()

@@ -1,5 +1,6 @@
 """The compiled op against the pure-PyTorch grid_sample reference: forward and the three
 gradients, float64 and float32, on many shapes."""
+
 import pytest
 import torch
 
@@ -14,8 +15,7 @@ def run_both(inputs, grad_seed=1):
     value, shapes, start, loc, attn = inputs
     out = op(value, shapes, start, loc, attn, 64)
     ref = ms_deform_attn_pytorch(value.double(), shapes, loc.double(), attn.double())
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed),
-                       dtype=torch.float64)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed), dtype=torch.float64)
     got = torch.autograd.grad(out, (value, loc, attn), grad.to(out.dtype))
     want = torch.autograd.grad(ref, (value, loc, attn), grad)
     return out, ref, got, want
@@ -29,8 +29,9 @@ def assert_matches_reference(inputs):
     for name, a, b in zip(("value", "sampling_locations", "attention_weights"), got, want):
         # location gradients scale with the map size; compare relative to their magnitude
         scale = max(1.0, b.abs().max().item())
-        torch.testing.assert_close(a.double() / scale, b.double() / scale, **tol,
-                                   msg=lambda m, name=name: f"grad {name}: {m}")
+        torch.testing.assert_close(
+            a.double() / scale, b.double() / scale, **tol, msg=lambda m, name=name: f"grad {name}: {m}"
+        )
     return out
 
 
@@ -38,8 +39,7 @@ def assert_matches_reference(inputs):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_matches_reference(case, dtype):
     shapes, n, lq, m, d, p = case
-    out = assert_matches_reference(make_inputs(shapes, n, lq, m, d, p, dtype=dtype,
-                                               requires_grad=True))
+    out = assert_matches_reference(make_inputs(shapes, n, lq, m, d, p, dtype=dtype, requires_grad=True))
     assert out.shape == (n, lq, m * d) and out.dtype == dtype
 
 
@@ -57,8 +57,7 @@ def test_encoder_layout_matches_reference(dtype):
 def test_encoder_bands_match_reference(case, dtype):
     # the CPU backward's bands: corners in a band's own columns, in its halo, beyond it
     # (deferred), on narrow levels where a band writes only its buffer, and off the map
-    assert_matches_reference(encoder_inputs(BAND_SHAPES, n=2, p=4, **BAND_CASES[case],
-                                            dtype=dtype, requires_grad=True))
+    assert_matches_reference(encoder_inputs(BAND_SHAPES, n=2, p=4, **BAND_CASES[case], dtype=dtype, requires_grad=True))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -66,15 +65,14 @@ def test_encoder_bands_match_reference(case, dtype):
 def test_encoder_spreads_match_reference(case, dtype):
     # the encoder layout with points tens of columns away or anywhere: many points of one
     # value row come from far-apart queries (the CPU backward sums them sorted by cell)
-    assert_matches_reference(encoder_inputs(SPREAD_SHAPES, n=2, m=3, d=8, p=3,
-                                            **SPREAD_CASES[case], dtype=dtype,
-                                            requires_grad=True))
+    assert_matches_reference(
+        encoder_inputs(SPREAD_SHAPES, n=2, m=3, d=8, p=3, **SPREAD_CASES[case], dtype=dtype, requires_grad=True)
+    )
 
 
 @pytest.mark.parametrize("spread", [(0.0, 1.0), (-3.0, 4.0), (0.45, 0.55)])
 def test_location_spreads(spread):
-    inputs = make_inputs([[7, 5], [4, 3], [2, 2]], 2, 13, 4, 8, 4, spread=spread, seed=3,
-                         requires_grad=True)
+    inputs = make_inputs([[7, 5], [4, 3], [2, 2]], 2, 13, 4, 8, 4, spread=spread, seed=3, requires_grad=True)
     out, ref, got, want = run_both(inputs)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     for a, b in zip(got, want):
@@ -96,23 +94,25 @@ def test_non_contiguous_inputs():
     loc_nc = loc.permute(5, 0, 1, 2, 3, 4).contiguous().permute(1, 2, 3, 4, 5, 0)
     attn_nc = torch.stack([attn, attn], -1)[..., 0]
     shapes_nc = torch.stack([shapes, shapes], 0)[0].t().contiguous().t()
-    assert not (v_nc.is_contiguous() or loc_nc.is_contiguous() or attn_nc.is_contiguous()
-                or shapes_nc.is_contiguous())
-    torch.testing.assert_close(op(v_nc, shapes_nc, start, loc_nc, attn_nc, 64),
-                               op(value, shapes, start, loc, attn, 64), rtol=0, atol=0)
+    assert not (v_nc.is_contiguous() or loc_nc.is_contiguous() or attn_nc.is_contiguous() or shapes_nc.is_contiguous())
+    torch.testing.assert_close(
+        op(v_nc, shapes_nc, start, loc_nc, attn_nc, 64), op(value, shapes, start, loc, attn, 64), rtol=0, atol=0
+    )
 
 
 def test_python_wrapper_derives_level_start_index():
     value, shapes, start, loc, attn = make_inputs([[4, 4], [2, 3], [1, 1]], seed=6)
-    torch.testing.assert_close(ddetr.ms_deform_attn(value, shapes, loc, attn),
-                               op(value, shapes, start, loc, attn, 64), rtol=0, atol=0)
+    torch.testing.assert_close(
+        ddetr.ms_deform_attn(value, shapes, loc, attn), op(value, shapes, start, loc, attn, 64), rtol=0, atol=0
+    )
     assert start.tolist() == [0, 16, 22]
 
 
 def test_spatial_shapes_int32_accepted():
     value, shapes, start, loc, attn = make_inputs([[4, 4], [2, 3]], seed=7)
-    torch.testing.assert_close(op(value, shapes.int(), start.int(), loc, attn, 64),
-                               op(value, shapes, start, loc, attn, 64), rtol=0, atol=0)
+    torch.testing.assert_close(
+        op(value, shapes.int(), start.int(), loc, attn, 64), op(value, shapes, start, loc, attn, 64), rtol=0, atol=0
+    )
 
 
 def test_brute_force_single_point():
@@ -141,8 +141,7 @@ def test_location_gradient_at_pixel_centres(dtype):
     loc = torch.stack([(xs + 0.5) / W, (ys + 0.5) / H], -1).view(1, H * W, 1, 1, 1, 2)
     loc = loc.to(dtype).requires_grad_()
     attn = torch.full((1, H * W, 1, 1, 1), 1.5, dtype=dtype)
-    out = op(v.view(1, H * W, 1, 1).to(dtype), torch.tensor([[H, W]]), torch.tensor([0]), loc,
-             attn, 64)
+    out = op(v.view(1, H * W, 1, 1).to(dtype), torch.tensor([[H, W]]), torch.tensor([0]), loc, attn, 64)
     (got,) = torch.autograd.grad(out.sum(), loc)
     got = got.view(H, W, 2).double()
     right = torch.cat([v[:, 1:], torch.zeros(H, 1, dtype=torch.float64)], 1)

@@ -1,6 +1,7 @@
 """ddetr.weights without transformers: layout and variant detection (against the official
 keys of checkpoint_keys.md), exact round trips through the HF layout, every file format,
 strict and fine-tuning loads, and the errors for files that do not fit."""
+
 import os
 
 import pytest
@@ -30,11 +31,24 @@ def test_official_checkpoint_detected(tmp_path, variant):
     torch.save({"model": state, "epoch": 49}, path)
     loaded, info = weights.load(path)
     assert info.layout == "official" and info.num_classes == 91
-    assert info.variant == {"single_scale": "single-scale", "box_refine": "box-refine",
-                            "two_stage": "two-stage"}.get(variant, "default")
-    expected = dict(num_classes=91, backbone="resnet50", hidden_dim=256, nheads=8, enc_layers=6, dec_layers=6,
-                    dim_feedforward=1024, enc_n_points=4, dec_n_points=4, num_feature_levels=4,
-                    with_box_refine=False, two_stage=False, num_queries=300)
+    assert info.variant == {"single_scale": "single-scale", "box_refine": "box-refine", "two_stage": "two-stage"}.get(
+        variant, "default"
+    )
+    expected = dict(
+        num_classes=91,
+        backbone="resnet50",
+        hidden_dim=256,
+        nheads=8,
+        enc_layers=6,
+        dec_layers=6,
+        dim_feedforward=1024,
+        enc_n_points=4,
+        dec_n_points=4,
+        num_feature_levels=4,
+        with_box_refine=False,
+        two_stage=False,
+        num_queries=300,
+    )
     expected.update(opts)
     if opts.get("two_stage"):
         del expected["num_queries"]  # two-stage proposals are a count, in no tensor
@@ -135,8 +149,9 @@ def test_bad_files(tmp_path, content):
         torch.save([1, 2, 3], path)
     else:
         torch.save({"encoder.weight": torch.zeros(3), "head.bias": torch.zeros(2)}, path)
-    expected = {"unrelated": "neither the official nor the HF layout",
-                "not_a_state_dict": "not a state dict"}.get(content, "cannot read weights")
+    expected = {"unrelated": "neither the official nor the HF layout", "not_a_state_dict": "not a state dict"}.get(
+        content, "cannot read weights"
+    )
     with pytest.raises(WeightsError, match=expected) as e:
         weights.load(path)
     assert str(e.value).startswith(path) and len(str(e.value)) < 600
@@ -180,12 +195,15 @@ def test_fine_tune_trains():
     target = build_model(**dict(SMALL, num_classes=3))
     weights.load_matching(target, source.state_dict())
     from ddetr.models import build_criterion
+
     criterion = build_criterion(**dict(SMALL, num_classes=3))
     target.train()
     opt = torch.optim.AdamW([p for p in target.parameters() if p.requires_grad], lr=1e-3)
     images = [torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(2)]
-    targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])},
-               {"labels": torch.tensor([2, 0]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.5]])}]
+    targets = [
+        {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])},
+        {"labels": torch.tensor([2, 0]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.5]])},
+    ]
     losses = []
     torch.manual_seed(0)
     for _ in range(6):
@@ -201,8 +219,9 @@ def test_fine_tune_trains():
 @pytest.mark.parametrize("what", ["hidden", "queries", "variant"])
 def test_fine_tune_refuses_anything_but_class_count(what):
     source = small_model("default", num_classes=91).state_dict()
-    other = {"hidden": dict(hidden_dim=96), "queries": dict(num_queries=20),
-             "variant": dict(with_box_refine=True)}[what]
+    other = {"hidden": dict(hidden_dim=96), "queries": dict(num_queries=20), "variant": dict(with_box_refine=True)}[
+        what
+    ]
     target = build_model(**dict(SMALL, num_classes=3, **other))
     with pytest.raises(WeightsError, match="does not fit"):
         weights.load_matching(target, source)

@@ -2,6 +2,7 @@
 ddetr models converted to the HF layout load there with no missing or unexpected keys and
 give the same logits and boxes, and HF's own save_pretrained folders (and 5.x in-memory
 state dicts) load strictly into ddetr with the same outputs. All four variants."""
+
 import json
 
 import pytest
@@ -13,7 +14,8 @@ from ddetr.weights.variant import describe
 from weights_cases import SMALL, VARIANTS, assert_rel_close, padded_batch, perturb, small_model
 
 transformers = pytest.importorskip(
-    "transformers", reason="transformers is not installed: pip install '.[hf]' for the HF-layout tests")
+    "transformers", reason="transformers is not installed: pip install '.[hf]' for the HF-layout tests"
+)
 pytest.importorskip("safetensors", reason="safetensors is not installed: pip install '.[hf]'")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,14 +55,26 @@ def _hf_model(variant, tmp_path):
     opts = dict(SMALL, **VARIANTS[variant])
     levels = opts.get("num_feature_levels", 4)
     backbone = transformers.ResNetConfig(
-        depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512], layer_type="basic",
-        out_features=["stage4"] if levels == 1 else ["stage2", "stage3", "stage4"])
+        depths=[2, 2, 2, 2],
+        hidden_sizes=[64, 128, 256, 512],
+        layer_type="basic",
+        out_features=["stage4"] if levels == 1 else ["stage2", "stage3", "stage4"],
+    )
     config = transformers.DeformableDetrConfig(
-        use_timm_backbone=False, backbone_config=backbone, num_labels=opts["num_classes"],
-        d_model=opts["hidden_dim"], encoder_layers=opts["enc_layers"], decoder_layers=opts["dec_layers"],
-        encoder_ffn_dim=opts["dim_feedforward"], decoder_ffn_dim=opts["dim_feedforward"],
-        num_queries=opts["num_queries"], two_stage_num_proposals=opts["num_queries"], num_feature_levels=levels,
-        with_box_refine=opts.get("with_box_refine", False), two_stage=opts.get("two_stage", False))
+        use_timm_backbone=False,
+        backbone_config=backbone,
+        num_labels=opts["num_classes"],
+        d_model=opts["hidden_dim"],
+        encoder_layers=opts["enc_layers"],
+        decoder_layers=opts["dec_layers"],
+        encoder_ffn_dim=opts["dim_feedforward"],
+        decoder_ffn_dim=opts["dim_feedforward"],
+        num_queries=opts["num_queries"],
+        two_stage_num_proposals=opts["num_queries"],
+        num_feature_levels=levels,
+        with_box_refine=opts.get("with_box_refine", False),
+        two_stage=opts.get("two_stage", False),
+    )
     torch.manual_seed(0)
     hf = transformers.DeformableDetrForObjectDetection(config).eval()
     perturb(hf.state_dict().items())

@@ -1,5 +1,6 @@
 """Small Deformable DETR models of each variant and a padded batch, shared by the weights
 tests: a ResNet-18, one encoder and two decoder layers, hidden size 64."""
+
 import torch
 
 from ddetr.util.misc import nested_tensor_from_tensor_list
@@ -10,8 +11,9 @@ VARIANTS = {
     "box-refine": dict(with_box_refine=True),
     "two-stage": dict(with_box_refine=True, two_stage=True),
 }
-SMALL = dict(backbone="resnet18", enc_layers=1, dec_layers=2, hidden_dim=64, dim_feedforward=128,
-             num_queries=12, num_classes=5)
+SMALL = dict(
+    backbone="resnet18", enc_layers=1, dec_layers=2, hidden_dim=64, dim_feedforward=128, num_queries=12, num_classes=5
+)
 
 
 def small_model(variant, seed=0, **overrides):
@@ -19,6 +21,7 @@ def small_model(variant, seed=0, **overrides):
     that tied-at-init heads (refinement clones), zero-initialised weights and unit batch-norm
     statistics cannot hide a tensor sent to the wrong place."""
     from ddetr.models import build_model
+
     torch.manual_seed(seed)
     model = build_model(**dict(SMALL, **VARIANTS[variant], **overrides)).eval()
     perturb(model.state_dict().items())

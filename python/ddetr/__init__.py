@@ -50,6 +50,7 @@ def __getattr__(name):
     # optimize_for_inference imports the models (and scipy): only when first asked for.
     if name == "optimize_for_inference":
         from .inference import optimize_for_inference
+
         return optimize_for_inference
     raise AttributeError(f"module 'ddetr' has no attribute {name!r}")
 

@@ -6,6 +6,7 @@ with dynamic shapes, so new image sizes reuse the compiled code.
     fast = ddetr.optimize_for_inference(model.eval(), dtype=torch.bfloat16)
     outputs = fast(images)        # as model(images): a list of images or a NestedTensor
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,8 +35,7 @@ def _fold(conv: nn.Conv2d, bn: FrozenBatchNorm2d) -> None:
     bias = bn.bias.double() - bn.running_mean.double() * scale
     if conv.bias is not None:
         bias = bias + conv.bias.detach().double() * scale
-    conv.weight = nn.Parameter((w * scale[:, None, None, None]).to(conv.weight.dtype),
-                               requires_grad=False)
+    conv.weight = nn.Parameter((w * scale[:, None, None, None]).to(conv.weight.dtype), requires_grad=False)
     conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
 
 
@@ -98,18 +98,20 @@ def _check_model(model) -> None:
     if not isinstance(model, DeformableDETR):
         raise TypeError(f"optimize_for_inference takes a ddetr DeformableDETR, got {type(model).__name__}")
     if model.training:
-        raise ValueError("the model is in training mode (dropout on): call model.eval() before "
-                         "optimize_for_inference")
+        raise ValueError("the model is in training mode (dropout on): call model.eval() before optimize_for_inference")
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             raise ValueError(
                 f"cannot optimise a model with a trainable batch norm ({name}: {type(m).__name__}): "
                 "only FrozenBatchNorm2d (fixed statistics, as ddetr's backbone uses) is folded "
-                "into its convolution")
+                "into its convolution"
+            )
     dtypes = {p.dtype for p in model.parameters()} | {b.dtype for b in model.buffers() if b.is_floating_point()}
     if dtypes != {torch.float32}:
-        raise ValueError(f"expected a float32 model, got parameters/buffers of {sorted(map(str, dtypes))}: "
-                         "optimize_for_inference applies `dtype` itself")
+        raise ValueError(
+            f"expected a float32 model, got parameters/buffers of {sorted(map(str, dtypes))}: "
+            "optimize_for_inference applies `dtype` itself"
+        )
 
 
 class _Runner(nn.Module):
@@ -136,8 +138,7 @@ class OptimizedDETR:
         self._run = _Runner(model, dtype)
         if compiled:
             options = INDUCTOR_OPTIONS if backend == "inductor" else None
-            self._run = torch.compile(self._run, backend=backend, fullgraph=True, dynamic=dynamic,
-                                      options=options)
+            self._run = torch.compile(self._run, backend=backend, fullgraph=True, dynamic=dynamic, options=options)
 
     @torch.no_grad()
     def __call__(self, samples) -> dict:
@@ -147,13 +148,17 @@ class OptimizedDETR:
         return self._run(samples.tensors, samples.mask)
 
     def __repr__(self) -> str:
-        return (f"OptimizedDETR(dtype={self.dtype}, compiled={self.compiled}, "
-                f"model={type(self.model).__name__})")
+        return f"OptimizedDETR(dtype={self.dtype}, compiled={self.compiled}, model={type(self.model).__name__})"
 
 
-def optimize_for_inference(model: DeformableDETR, dtype: torch.dtype = torch.float32,
-                           compile: bool = True, *, dynamic: bool = True,
-                           backend="inductor") -> OptimizedDETR:
+def optimize_for_inference(
+    model: DeformableDETR,
+    dtype: torch.dtype = torch.float32,
+    compile: bool = True,
+    *,
+    dynamic: bool = True,
+    backend="inductor",
+) -> OptimizedDETR:
     """A fast inference callable for `model` (a DeformableDETR in eval mode, float32).
 
     The model passed in is left unchanged: a deep copy is folded and compiled. `dtype`

@@ -19,6 +19,7 @@ beside a float16 / bfloat16 value (a bfloat16 location is off by up to 0.4 px on
 `torch.autocast` (CPU and CUDA) the op casts value and attention_weights to the autocast
 dtype and sampling_locations to float32, whatever the surrounding layers produced.
 """
+
 from __future__ import annotations
 
 import torch
@@ -51,8 +52,7 @@ def ms_deform_attn(
     """
     if level_start_index is None:
         level_start_index = compute_level_start_index(spatial_shapes)
-    return _op(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-               im2col_step)
+    return _op(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step)
 
 
 # ------------------------------------------------------------------------ precision policy
@@ -71,18 +71,21 @@ def _register_autocast(device_type: str) -> None:
     key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
     keyset = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
 
-    def autocast(value, spatial_shapes, level_start_index, sampling_locations,
-                 attention_weights, im2col_step):
+    def autocast(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):
         dtype = torch.get_autocast_dtype(device_type)
         with torch._C._ExcludeDispatchKeyGuard(keyset):
-            return _op(value.to(dtype), spatial_shapes, level_start_index,
-                       sampling_locations.to(torch.float32), attention_weights.to(dtype),
-                       im2col_step)
+            return _op(
+                value.to(dtype),
+                spatial_shapes,
+                level_start_index,
+                sampling_locations.to(torch.float32),
+                attention_weights.to(dtype),
+                im2col_step,
+            )
 
     # py_impl: what dynamo and torch.export trace; the library kernel: eager calls.
     _op.default.py_impl(getattr(torch._C.DispatchKey, key))(autocast)
-    _autocast_lib.impl("ms_deform_attn", lambda _keyset, *args: autocast(*args), key,
-                       with_keyset=True)
+    _autocast_lib.impl("ms_deform_attn", lambda _keyset, *args: autocast(*args), key, with_keyset=True)
 
 
 _autocast_lib = torch.library.Library("ddetr", "IMPL")
@@ -92,35 +95,49 @@ for _device_type in ("cpu", "cuda"):
 
 # ---------------------------------------------------------------------------- fake kernels
 @torch.library.register_fake("ddetr::ms_deform_attn")
-def _fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-          im2col_step):
+def _fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):
     # The checks that need no data; the real kernels repeat them and check the rest.
     if value.dim() != 4:
         raise RuntimeError(f"value must have 4 dimensions (N, S, M, D), got {tuple(value.shape)}")
     if sampling_locations.dim() != 6:
-        raise RuntimeError("sampling_locations must have 6 dimensions (N, Lq, M, L, P, 2), "
-                         f"got {tuple(sampling_locations.shape)}")
+        raise RuntimeError(
+            f"sampling_locations must have 6 dimensions (N, Lq, M, L, P, 2), got {tuple(sampling_locations.shape)}"
+        )
     tensors = (value, sampling_locations, attention_weights)
     if len({t.device for t in tensors}) != 1:
-        raise RuntimeError("value, sampling_locations and attention_weights must be on one device, "
-                           f"got {', '.join(str(t.device) for t in tensors)}")
+        raise RuntimeError(
+            "value, sampling_locations and attention_weights must be on one device, "
+            f"got {', '.join(str(t.device) for t in tensors)}"
+        )
     if attention_weights.dtype != value.dtype:
-        raise RuntimeError(f"attention_weights must be {value.dtype} like value, "
-                           f"got {attention_weights.dtype}")
+        raise RuntimeError(f"attention_weights must be {value.dtype} like value, got {attention_weights.dtype}")
     if sampling_locations.dtype not in _location_dtypes(value.dtype):
-        raise RuntimeError(f"sampling_locations must be {value.dtype} like value"
-                           + (" or torch.float32" if value.dtype in _HALF else "")
-                           + f", got {sampling_locations.dtype}")
+        raise RuntimeError(
+            f"sampling_locations must be {value.dtype} like value"
+            + (" or torch.float32" if value.dtype in _HALF else "")
+            + f", got {sampling_locations.dtype}"
+        )
     n, _, m, d = value.shape
     return value.new_empty((n, sampling_locations.shape[1], m * d))
 
 
 @torch.library.register_fake("ddetr::ms_deform_attn_backward")
-def _fake_backward(grad_output, value, spatial_shapes, level_start_index, sampling_locations,
-                   attention_weights, im2col_step, deterministic=False):
+def _fake_backward(
+    grad_output,
+    value,
+    spatial_shapes,
+    level_start_index,
+    sampling_locations,
+    attention_weights,
+    im2col_step,
+    deterministic=False,
+):
     # contiguous, as both backends return them
-    return (value.new_empty(value.shape), sampling_locations.new_empty(sampling_locations.shape),
-            attention_weights.new_empty(attention_weights.shape))
+    return (
+        value.new_empty(value.shape),
+        sampling_locations.new_empty(sampling_locations.shape),
+        attention_weights.new_empty(attention_weights.shape),
+    )
 
 
 # -------------------------------------------------------------------------------- autograd
@@ -137,8 +154,15 @@ def _backward(ctx, grad_output):
     # The stable ABI cannot read torch's determinism flag, so it is passed down: the CUDA
     # backward then orders its value-gradient sums instead of using atomics.
     grad_value, grad_loc, grad_attn = _op_backward(
-        grad_output.contiguous(), value, spatial_shapes, level_start, loc, attn, ctx.im2col_step,
-        torch.are_deterministic_algorithms_enabled())
+        grad_output.contiguous(),
+        value,
+        spatial_shapes,
+        level_start,
+        loc,
+        attn,
+        ctx.im2col_step,
+        torch.are_deterministic_algorithms_enabled(),
+    )
     return grad_value, None, None, grad_loc, grad_attn, None
 
 
@@ -148,15 +172,15 @@ torch.library.register_autograd("ddetr::ms_deform_attn", _backward, setup_contex
 def _no_double_backward(ctx, *grads):
     raise RuntimeError(
         "ms_deform_attn does not support double backward (gradients of its gradients); "
-        "use ddetr.ops.ms_deform_attn_pytorch where second derivatives are needed")
+        "use ddetr.ops.ms_deform_attn_pytorch where second derivatives are needed"
+    )
 
 
 def _setup_nothing(ctx, inputs, output):
     pass
 
 
-torch.library.register_autograd("ddetr::ms_deform_attn_backward", _no_double_backward,
-                                setup_context=_setup_nothing)
+torch.library.register_autograd("ddetr::ms_deform_attn_backward", _no_double_backward, setup_context=_setup_nothing)
 
 
 # ------------------------------------------------------------------------ the reference
@@ -182,8 +206,9 @@ def ms_deform_attn_pytorch(
         v = value_list[level].flatten(2).transpose(1, 2).reshape(n * m, d, int(h), int(w))
         # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
         g = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros",
-                                     align_corners=False))  # (N*M, D, Lq, P)
+        sampled.append(
+            F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        )  # (N*M, D, Lq, P)
     # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
     attn = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, n_levels * n_points)
     out = (torch.stack(sampled, dim=-2).flatten(-2) * attn).sum(-1).view(n, m * d, lq)

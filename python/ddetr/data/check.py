@@ -82,6 +82,7 @@ def require_usable(ds: CocoDetection, split: str) -> dict:
     if c["images"] == 0:
         raise DataError(f"{ds.ann_file}: no images in the {split} set")
     if c["usable"] == 0:
-        raise DataError(f"{ds.ann_file}: nothing to {'learn from' if split == 'train' else 'evaluate against'}: "
-                        + describe(c))
+        raise DataError(
+            f"{ds.ann_file}: nothing to {'learn from' if split == 'train' else 'evaluate against'}: " + describe(c)
+        )
     return c

@@ -104,15 +104,17 @@ def load_coco_json(ann_file: str) -> dict:
         )
         box = ann.get("bbox")
         _check(
-            isinstance(box, (list, tuple))
-            and len(box) == 4
-            and all(_finite(v) for v in box),
+            isinstance(box, (list, tuple)) and len(box) == 4 and all(_finite(v) for v in box),
             ann_file,
             where,
             f"'bbox' must be 4 finite numbers [x, y, w, h], got {box!r}",
         )
-        _check("area" not in ann or _finite(ann["area"]), ann_file, where,
-               f"'area' must be a finite number, got {ann.get('area')!r}")
+        _check(
+            "area" not in ann or _finite(ann["area"]),
+            ann_file,
+            where,
+            f"'area' must be a finite number, got {ann.get('area')!r}",
+        )
         crowd = ann.get("iscrowd", 0)
         _check(crowd in (0, 1), ann_file, where, f"'iscrowd' must be 0 or 1, got {crowd!r}")
     # pycocotools needs annotation ids: number the entries that lack one.

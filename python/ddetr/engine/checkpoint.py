@@ -121,8 +121,20 @@ def resume_path(resume: str | None, output_dir: str) -> str | None:
 
 # Model options that decide the weights' names and shapes.
 ARCHITECTURE = (
-    "backbone", "dilation", "num_feature_levels", "enc_layers", "dec_layers", "dim_feedforward", "hidden_dim",
-    "nheads", "num_queries", "dec_n_points", "enc_n_points", "with_box_refine", "two_stage", "num_classes",
+    "backbone",
+    "dilation",
+    "num_feature_levels",
+    "enc_layers",
+    "dec_layers",
+    "dim_feedforward",
+    "hidden_dim",
+    "nheads",
+    "num_queries",
+    "dec_n_points",
+    "enc_n_points",
+    "with_box_refine",
+    "two_stage",
+    "num_classes",
 )
 
 
@@ -144,8 +156,10 @@ def load_model_state(model, ckpt: dict, path: str) -> None:
         parts = [f"missing {first(missing, 3)}"] if missing else []
         parts += [f"unexpected {first(unexpected, 3)}"] if unexpected else []
         if shapes:
-            parts.append("shapes differ: " + first(
-                [f"{k} {tuple(ckpt['model'][k].shape)} vs {tuple(own[k].shape)}" for k in shapes], 2))
+            parts.append(
+                "shapes differ: "
+                + first([f"{k} {tuple(ckpt['model'][k].shape)} vs {tuple(own[k].shape)}" for k in shapes], 2)
+            )
         raise CheckpointError(f"{path}: its weights do not fit the model its options describe: " + "; ".join(parts))
     model.load_state_dict(ckpt["model"], strict=True)
 

@@ -150,8 +150,9 @@ def _int(lo: int, hi: int | None = None, multiple: int = 1):
     text = f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "")
     text += f", a multiple of {multiple}" if multiple > 1 else ""
     return (
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
-        and v % multiple == 0,
+        lambda v: (
+            isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi) and v % multiple == 0
+        ),
         text,
     )
 
@@ -159,8 +160,13 @@ def _int(lo: int, hi: int | None = None, multiple: int = 1):
 def _num(lo: float, hi: float | None = None, above: bool = False):
     text = f"a finite number {'>' if above else '>='} {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
     return (
-        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        and (v > lo if above else v >= lo) and (hi is None or v <= hi),
+        lambda v: (
+            isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and (v > lo if above else v >= lo)
+            and (hi is None or v <= hi)
+        ),
         text,
     )
 

@@ -248,8 +248,10 @@ def _train(args, dist: D.DistInfo) -> dict:
                 _log_epoch(args, log_path, epoch, train_stats, test_stats, n_parameters, time.time() - start) or metrics
             )
     if main and start_epoch >= args.epochs:
-        print(f"nothing to train: {resume} has done {start_epoch} of --epochs {args.epochs}; no checkpoint written",
-              flush=True)
+        print(
+            f"nothing to train: {resume} has done {start_epoch} of --epochs {args.epochs}; no checkpoint written",
+            flush=True,
+        )
     elif main and not args.quiet:
         print(
             f"training took {datetime.timedelta(seconds=int(time.time() - start))}; checkpoint {ckpt_path}", flush=True
@@ -265,8 +267,10 @@ def _pretrained(args, resume: str | None, model, main: bool) -> None:
     skipped. A checkpoint to resume from wins: it already holds the fine-tuned weights."""
     if resume:
         if main:
-            print(f"--resume {resume} given: continuing that run; --pretrained {args.pretrained} is not loaded",
-                  flush=True)
+            print(
+                f"--resume {resume} given: continuing that run; --pretrained {args.pretrained} is not loaded",
+                flush=True,
+            )
         return
     try:
         summary = load_matching(model, args.pretrained)

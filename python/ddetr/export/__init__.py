@@ -11,6 +11,7 @@ pred_logits and pred_boxes (plus scores, labels, boxes with postprocess=True). T
 package calls the compiled op through the dispatcher: load the op library first
 (`import ddetr`, or `torch.ops.load_library(ddetr.export.op_library_path())`).
 """
+
 from __future__ import annotations
 
 from ._aoti import load_aoti, op_library_path, to_aoti
@@ -18,12 +19,12 @@ from ._graph import DetectorGraph, ExportError, export_program, size_limits
 from ._onnx import to_onnx
 
 __all__ = [
-           "DetectorGraph",
-           "ExportError",
-           "export_program",
-           "load_aoti",
-           "op_library_path",
-           "size_limits",
-           "to_aoti",
-           "to_onnx",
+    "DetectorGraph",
+    "ExportError",
+    "export_program",
+    "load_aoti",
+    "op_library_path",
+    "size_limits",
+    "to_aoti",
+    "to_onnx",
 ]

@@ -1,6 +1,7 @@
 """AOTInductor: the exported program compiled ahead of time into a .pt2 package that runs
 from Python with torch alone, plus the op library (the package calls
 ddetr::ms_deform_attn through the dispatcher, so the op must be registered first)."""
+
 from __future__ import annotations
 
 import os
@@ -18,15 +19,19 @@ def op_library_path() -> str:
     return os.path.join(os.path.dirname(os.path.dirname(__file__)), _build_info.ops_library)
 
 
-def to_aoti(model, path: str, image_size=800, dynamic: bool = True, postprocess: bool = False,
-            num_select: int = 100) -> str:
+def to_aoti(
+    model, path: str, image_size=800, dynamic: bool = True, postprocess: bool = False, num_select: int = 100
+) -> str:
     """Compile `model` with AOTInductor into the package `path` (.pt2); returns the path.
     Inputs and outputs as export_program; `model` may also be a program export_program
     made. The compile takes minutes on a CPU."""
     if not str(path).endswith(".pt2"):
         raise ExportError(f"an AOTInductor package path must end in .pt2, got {path!r}")
-    program = (model if isinstance(model, torch.export.ExportedProgram)
-               else export_program(model, image_size, dynamic, postprocess, num_select))
+    program = (
+        model
+        if isinstance(model, torch.export.ExportedProgram)
+        else export_program(model, image_size, dynamic, postprocess, num_select)
+    )
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with torch.no_grad():
         return torch._inductor.aoti_compile_and_package(program, package_path=path)

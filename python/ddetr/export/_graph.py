@@ -1,5 +1,6 @@
 """What gets exported: the detector as a function of plain tensors, its size limits, and
 torch.export of it with dynamic batch, height and width."""
+
 from __future__ import annotations
 
 import torch
@@ -56,12 +57,16 @@ def check_model(model) -> None:
         raise ExportError("the model is in training mode (dropout on): call model.eval() before exporting")
     dtypes = {p.dtype for p in model.parameters()} | {b.dtype for b in model.buffers() if b.is_floating_point()}
     if dtypes != {torch.float32}:
-        raise ExportError(f"export takes a float32 model, got {sorted(map(str, dtypes))}: reduced "
-                          "precision is the runtime's choice (e.g. TensorRT's --fp16)")
+        raise ExportError(
+            f"export takes a float32 model, got {sorted(map(str, dtypes))}: reduced "
+            "precision is the runtime's choice (e.g. TensorRT's --fp16)"
+        )
     for name, m in model.named_modules():
         if isinstance(m, MSDeformAttn) and m.use_reference:
-            raise ExportError(f"{name}.use_reference is set: the pure-PyTorch reference reads the "
-                              "spatial shapes' values and cannot be exported; unset it to export the op")
+            raise ExportError(
+                f"{name}.use_reference is set: the pure-PyTorch reference reads the "
+                "spatial shapes' values and cannot be exported; unset it to export the op"
+            )
 
 
 def _level_strides(model: DeformableDETR) -> list:
@@ -95,12 +100,17 @@ def check_image_size(model: DeformableDETR, image_size) -> tuple:
     h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     low, high = size_limits(model)
     if min(h, w) < low:
-        why = (f"two-stage needs {model.transformer.two_stage_num_proposals} encoder positions "
-               "(num_queries)" if model.two_stage else f"the coarsest feature level, stride {low - 1}, needs 2 cells")
+        why = (
+            f"two-stage needs {model.transformer.two_stage_num_proposals} encoder positions (num_queries)"
+            if model.two_stage
+            else f"the coarsest feature level, stride {low - 1}, needs 2 cells"
+        )
         raise ExportError(f"image size {h}x{w} is below this model's minimum side {low} ({why})")
     if high is not None and max(h, w) > high:
-        raise ExportError(f"image size {h}x{w} is above {high}, the largest the learned position "
-                          "embedding covers (50 cells at the finest level)")
+        raise ExportError(
+            f"image size {h}x{w} is above {high}, the largest the learned position "
+            "embedding covers (50 cells at the finest level)"
+        )
     return h, w
 
 
@@ -125,8 +135,9 @@ def dynamic_shapes(model: DeformableDETR, postprocess: bool) -> tuple:
     return shapes + ({0: batch},) if postprocess else shapes
 
 
-def export_program(model: DeformableDETR, image_size=800, dynamic: bool = True,
-                   postprocess: bool = False, num_select: int = 100) -> torch.export.ExportedProgram:
+def export_program(
+    model: DeformableDETR, image_size=800, dynamic: bool = True, postprocess: bool = False, num_select: int = 100
+) -> torch.export.ExportedProgram:
     """torch.export.export of DetectorGraph(model): inputs (images, mask[, target_sizes]),
     outputs as DetectorGraph says. With `dynamic`, batch, height and width are symbolic
     (image_size only sets the example); otherwise fixed to batch 1 and image_size."""
@@ -137,12 +148,12 @@ def export_program(model: DeformableDETR, image_size=800, dynamic: bool = True,
     args = example_inputs(model, h, w, postprocess, batch=2 if dynamic else 1)
     try:
         with torch.no_grad():
-            return torch.export.export(graph, args,
-                                       dynamic_shapes=dynamic_shapes(model, postprocess) if dynamic else None)
+            return torch.export.export(
+                graph, args, dynamic_shapes=dynamic_shapes(model, postprocess) if dynamic else None
+            )
     except Exception as e:
         raise ExportError(f"torch.export failed for this model ({_describe(model)}): {e}") from e
 
 
 def _describe(model: DeformableDETR) -> str:
-    return (f"{model.num_feature_levels} levels, with_box_refine={model.with_box_refine}, "
-            f"two_stage={model.two_stage}")
+    return f"{model.num_feature_levels} levels, with_box_refine={model.with_box_refine}, two_stage={model.two_stage}"

@@ -1,5 +1,6 @@
 """to_onnx: the detector as an ONNX file through the torch.export-based exporter, with the
 deformable attention translated to GridSample (portable) or TensorRT's plugin node."""
+
 from __future__ import annotations
 
 import os
@@ -27,13 +28,20 @@ def _translation(attention: str) -> dict:
         from . import _onnx_ops
     except ImportError as e:
         raise ExportError(f"ONNX export needs onnx and onnxscript ({e}): pip install onnx onnxscript") from None
-    fn = {"portable": _onnx_ops.ms_deform_attn_portable,
-          "tensorrt": _onnx_ops.ms_deform_attn_tensorrt}[attention]
+    fn = {"portable": _onnx_ops.ms_deform_attn_portable, "tensorrt": _onnx_ops.ms_deform_attn_tensorrt}[attention]
     return {torch.ops.ddetr.ms_deform_attn.default: fn}
 
 
-def to_onnx(model, path: str, image_size=800, dynamic: bool = True, opset: int = DEFAULT_OPSET,
-            attention: str = "portable", postprocess: bool = False, num_select: int = 100) -> str:
+def to_onnx(
+    model,
+    path: str,
+    image_size=800,
+    dynamic: bool = True,
+    opset: int = DEFAULT_OPSET,
+    attention: str = "portable",
+    postprocess: bool = False,
+    num_select: int = 100,
+) -> str:
     """Export `model` (a DeformableDETR in eval mode, float32) to the ONNX file `path`.
 
     Inputs: images (B, 3, H, W) float32, normalised as for the model; mask (B, H, W) bool,
@@ -52,8 +60,10 @@ def to_onnx(model, path: str, image_size=800, dynamic: bool = True, opset: int =
     if attention not in ATTENTION:
         raise ExportError(f"attention must be one of {ATTENTION}, got {attention!r}")
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ExportError(f"opset must be in [{MIN_OPSET}, {MAX_OPSET}] (the torch.export-based "
-                          f"exporter builds opset {MIN_OPSET} and converts upwards), got {opset}")
+        raise ExportError(
+            f"opset must be in [{MIN_OPSET}, {MAX_OPSET}] (the torch.export-based "
+            f"exporter builds opset {MIN_OPSET} and converts upwards), got {opset}"
+        )
     check_model(model)
     h, w = check_image_size(model, image_size)
     table = _translation(attention)
@@ -62,10 +72,18 @@ def to_onnx(model, path: str, image_size=800, dynamic: bool = True, opset: int =
     try:
         with torch.no_grad():
             program = torch.onnx.export(
-                graph, args, dynamo=True, opset_version=opset, custom_translation_table=table,
-                input_names=input_names(postprocess), output_names=output_names(postprocess),
+                graph,
+                args,
+                dynamo=True,
+                opset_version=opset,
+                custom_translation_table=table,
+                input_names=input_names(postprocess),
+                output_names=output_names(postprocess),
                 dynamic_shapes=dynamic_shapes(model, postprocess) if dynamic else None,
-                external_data=False, report=False, verbose=False)
+                external_data=False,
+                report=False,
+                verbose=False,
+            )
     except Exception as e:
         raise ExportError(f"ONNX export failed ({attention} attention, opset {opset}): {e}") from e
     got = {i.domain: i.version for i in program.model_proto.opset_import}.get("", None)
@@ -89,8 +107,7 @@ def _check_complete(proto, model, attention: str) -> None:
     else:  # one GridSample per level per attention
         found = sum(n.op_type == "GridSample" for n in nodes) // model.num_feature_levels
     if found != expected:
-        raise ExportError(f"the ONNX graph holds {found} deformable attentions ({attention}), the "
-                          f"model has {expected}")
+        raise ExportError(f"the ONNX graph holds {found} deformable attentions ({attention}), the model has {expected}")
 
 
 def _all_nodes(proto) -> list:

@@ -7,6 +7,7 @@ shapes, image-dependent sizes computed in the graph.
   ddetr.ops.ms_deform_attn_pytorch (bilinear, zero padding, align_corners=0, grid = 2 loc - 1).
 - tensorrt: one node of TensorRT's built-in plugin `MultiscaleDeformableAttnPlugin_TRT`.
 """
+
 from __future__ import annotations
 
 import onnx
@@ -33,66 +34,86 @@ def _shape(x, start: int, end: int):
 
 
 def _int64(*values_):
-    return op.Constant(value=onnx.helper.make_tensor("c", onnx.TensorProto.INT64, [len(values_)],
-                                                     list(values_)))
+    return op.Constant(value=onnx.helper.make_tensor("c", onnx.TensorProto.INT64, [len(values_)], list(values_)))
 
 
-def ms_deform_attn_portable(value, spatial_shapes, level_start_index, sampling_locations,
-                            attention_weights, im2col_step: int = 64):
+def ms_deform_attn_portable(
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step: int = 64
+):
     """(N, S, M, D), (L, 2), (L), (N, Lq, M, L, P, 2), (N, Lq, M, L, P) -> (N, Lq, M*D)."""
     m, d = int(value.shape[2]), int(value.shape[3])
     n_levels, n_points = int(sampling_locations.shape[3]), int(sampling_locations.shape[4])
     n = _shape(value, 0, 1)
     lq = _shape(sampling_locations, 1, 2)
     # (N, Lq, M, L, P, 2) -> (N, M, Lq, L, P, 2), grid_sample's [-1, 1] coordinates
-    grids = op.Sub(op.Mul(op.Transpose(sampling_locations, perm=[0, 2, 1, 3, 4, 5]),
-                          op.CastLike(op.Constant(value_float=2.0), sampling_locations)),
-                   op.CastLike(op.Constant(value_float=1.0), sampling_locations))
+    grids = op.Sub(
+        op.Mul(
+            op.Transpose(sampling_locations, perm=[0, 2, 1, 3, 4, 5]),
+            op.CastLike(op.Constant(value_float=2.0), sampling_locations),
+        ),
+        op.CastLike(op.Constant(value_float=1.0), sampling_locations),
+    )
     # (N, S, M, D) -> (N, M, D, S)
     value_t = op.Transpose(value, perm=[0, 2, 3, 1])
     sampled = []
     for lvl in range(n_levels):
-        hw = op.Gather(spatial_shapes, _int64(lvl), axis=0)              # (1, 2): H, W
-        start = op.Gather(level_start_index, _int64(lvl), axis=0)        # (1)
-        end = op.Add(start, op.ReduceProd(hw, _int64(1), keepdims=0))    # start + H * W
-        v = op.Slice(value_t, start, end, _int64(3))                     # (N, M, D, H*W)
+        hw = op.Gather(spatial_shapes, _int64(lvl), axis=0)  # (1, 2): H, W
+        start = op.Gather(level_start_index, _int64(lvl), axis=0)  # (1)
+        end = op.Add(start, op.ReduceProd(hw, _int64(1), keepdims=0))  # start + H * W
+        v = op.Slice(value_t, start, end, _int64(3))  # (N, M, D, H*W)
         v = op.Reshape(v, op.Concat(_int64(-1, d), op.Reshape(hw, _int64(2)), axis=0))
-        g = op.Gather(grids, _int64(lvl), axis=3)                         # (N, M, Lq, 1, P, 2)
+        g = op.Gather(grids, _int64(lvl), axis=3)  # (N, M, Lq, 1, P, 2)
         g = op.Reshape(g, op.Concat(_int64(-1), lq, _int64(n_points, 2), axis=0))
-        sampled.append(op.GridSample(v, g, mode="bilinear", padding_mode="zeros",
-                                     align_corners=0))                    # (N*M, D, Lq, P)
+        sampled.append(op.GridSample(v, g, mode="bilinear", padding_mode="zeros", align_corners=0))  # (N*M, D, Lq, P)
     stacked = op.Concat(*sampled, axis=3) if n_levels > 1 else sampled[0]  # (N*M, D, Lq, L*P)
     # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
-    attn = op.Reshape(op.Transpose(attention_weights, perm=[0, 2, 1, 3, 4]),
-                      op.Concat(_int64(-1, 1), lq, _int64(n_levels * n_points), axis=0))
-    out = op.ReduceSum(op.Mul(stacked, attn), _int64(3), keepdims=0)       # (N*M, D, Lq)
+    attn = op.Reshape(
+        op.Transpose(attention_weights, perm=[0, 2, 1, 3, 4]),
+        op.Concat(_int64(-1, 1), lq, _int64(n_levels * n_points), axis=0),
+    )
+    out = op.ReduceSum(op.Mul(stacked, attn), _int64(3), keepdims=0)  # (N*M, D, Lq)
     out = op.Reshape(out, op.Concat(n, _int64(m * d), lq, axis=0))
-    return op.Transpose(out, perm=[0, 2, 1])                               # (N, Lq, M*D)
+    return op.Transpose(out, perm=[0, 2, 1])  # (N, Lq, M*D)
 
 
 def _trt_schema() -> OpSchema:
     p = OpSchema.FormalParameter
     return OpSchema(
-        TRT_OP, TRT_DOMAIN, 1,
-        inputs=[p("value", "T"), p("spatial_shapes", "tensor(int32)"),
-                p("level_start_index", "tensor(int32)"), p("sampling_locations", "T"),
-                p("attention_weights", "T")],
+        TRT_OP,
+        TRT_DOMAIN,
+        1,
+        inputs=[
+            p("value", "T"),
+            p("spatial_shapes", "tensor(int32)"),
+            p("level_start_index", "tensor(int32)"),
+            p("sampling_locations", "T"),
+            p("attention_weights", "T"),
+        ],
         outputs=[p("output", "T")],
         type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "")],
-        attributes=[OpSchema.Attribute("plugin_version", OpSchema.AttrType.STRING, "", required=True),
-                    OpSchema.Attribute("plugin_namespace", OpSchema.AttrType.STRING, "", required=True)],
+        attributes=[
+            OpSchema.Attribute("plugin_version", OpSchema.AttrType.STRING, "", required=True),
+            OpSchema.Attribute("plugin_namespace", OpSchema.AttrType.STRING, "", required=True),
+        ],
     )
 
 
 _trt_op = values.Op(values.Opset(TRT_DOMAIN, 1), TRT_OP, _trt_schema())
 
 
-def ms_deform_attn_tensorrt(value, spatial_shapes, level_start_index, sampling_locations,
-                            attention_weights, im2col_step: int = 64):
+def ms_deform_attn_tensorrt(
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step: int = 64
+):
     """One plugin node in the plugin's own layout: int32 shapes and level starts, a 4-D
     output (N, Lq, M, D), reshaped to the op's (N, Lq, M*D) after it."""
     m, d = int(value.shape[2]), int(value.shape[3])
-    out = _trt_op(value, op.Cast(spatial_shapes, to=onnx.TensorProto.INT32),
-                  op.Cast(level_start_index, to=onnx.TensorProto.INT32), sampling_locations,
-                  attention_weights, plugin_version=TRT_PLUGIN_VERSION, plugin_namespace="")
+    out = _trt_op(
+        value,
+        op.Cast(spatial_shapes, to=onnx.TensorProto.INT32),
+        op.Cast(level_start_index, to=onnx.TensorProto.INT32),
+        sampling_locations,
+        attention_weights,
+        plugin_version=TRT_PLUGIN_VERSION,
+        plugin_namespace="",
+    )
     return op.Reshape(out, _int64(0, 0, m * d))

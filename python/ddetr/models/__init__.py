@@ -132,6 +132,7 @@ def build(weights=None, **options):
     if weights is None:
         return build_model(**options), build_criterion(**options), build_postprocessors(**options)
     from ..weights import load, load_strict
+
     state, info = load(weights)
     options = {**info.options, **options}
     model = build_model(**options)

@@ -80,18 +80,20 @@ class DeformableEncoder(nn.Module):
             # linspace it keeps h symbolic under torch.compile (no recompile per size)
             ref_y, ref_x = torch.meshgrid(
                 torch.arange(h, dtype=torch.float32, device=device) + 0.5,
-                torch.arange(w, dtype=torch.float32, device=device) + 0.5, indexing="ij")
+                torch.arange(w, dtype=torch.float32, device=device) + 0.5,
+                indexing="ij",
+            )
             ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
             ref_x = ref_x.reshape(-1)[None] / (valid_ratios[:, None, lvl, 0] * w)
             refs.append(torch.stack((ref_x, ref_y), -1))
         return torch.cat(refs, 1)[:, :, None] * valid_ratios[:, None]
 
-    def forward(self, src, spatial_shapes, level_start_index, valid_ratios, pos, padding_mask=None,
-                shapes=None):
+    def forward(self, src, spatial_shapes, level_start_index, valid_ratios, pos, padding_mask=None, shapes=None):
         """`shapes`: optional list of (H, W) per level, the same as `spatial_shapes` (the
         tensor the op reads), given to avoid reading that tensor back."""
         reference_points = self.get_reference_points(
-            spatial_shapes if shapes is None else shapes, valid_ratios, src.device)
+            spatial_shapes if shapes is None else shapes, valid_ratios, src.device
+        )
         for layer in self.layers:
             src = layer(src, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
         return src
@@ -226,7 +228,9 @@ class DeformableTransformer(nn.Module):
             valid_h, valid_w = (~mask[:, :, 0]).sum(1), (~mask[:, 0, :]).sum(1)
             gy, gx = torch.meshgrid(  # = linspace(0, h - 1, h), see get_reference_points
                 torch.arange(h, dtype=torch.float32, device=memory.device),
-                torch.arange(w, dtype=torch.float32, device=memory.device), indexing="ij")
+                torch.arange(w, dtype=torch.float32, device=memory.device),
+                indexing="ij",
+            )
             grid = torch.stack([gx, gy], -1)
             scale = torch.stack([valid_w, valid_h], 1).view(n, 1, 1, 2)
             grid = (grid[None].expand(n, -1, -1, -1) + 0.5) / scale
@@ -258,8 +262,9 @@ class DeformableTransformer(nn.Module):
         level_start_index = compute_level_start_index(spatial_shapes)
         valid_ratios = torch.stack([self.get_valid_ratio(m) for m in masks], 1)
 
-        memory = self.encoder(src_flatten, spatial_shapes, level_start_index, valid_ratios,
-                              pos_flatten, mask_flatten, shapes)
+        memory = self.encoder(
+            src_flatten, spatial_shapes, level_start_index, valid_ratios, pos_flatten, mask_flatten, shapes
+        )
         n, s, c = memory.shape
         enc_class = enc_coord_unact = None
         if self.two_stage:

@@ -8,8 +8,7 @@ from torch import nn
 from ..util.box_ops import box_cxcywh_to_xyxy
 
 
-def top_detections(logits: torch.Tensor, boxes: torch.Tensor, target_sizes: torch.Tensor,
-                   num_select: int):
+def top_detections(logits: torch.Tensor, boxes: torch.Tensor, target_sizes: torch.Tensor, num_select: int):
     """Batched: the `num_select` best (query, class) pairs of each image as scores (B, K),
     labels (B, K) int64 and boxes (B, K, 4) absolute (x0, y0, x1, y1); K = min(num_select,
     Q * C). Also what the exported graph computes (ddetr.export, postprocess=True)."""
@@ -38,7 +37,8 @@ class PostProcess(nn.Module):
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         target_sizes = torch.as_tensor(target_sizes, device=logits.device)
         if target_sizes.dim() != 2 or target_sizes.shape != (len(logits), 2):
-            raise ValueError(f"target_sizes must be ({len(logits)}, 2) (height, width) per image, "
-                             f"got {tuple(target_sizes.shape)}")
+            raise ValueError(
+                f"target_sizes must be ({len(logits)}, 2) (height, width) per image, got {tuple(target_sizes.shape)}"
+            )
         scores, labels, boxes = top_detections(logits, boxes, target_sizes, self.num_select)
         return [{"scores": s, "labels": lb, "boxes": bx} for s, lb, bx in zip(scores, labels, boxes)]

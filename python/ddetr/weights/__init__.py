@@ -8,6 +8,7 @@ transformers 4.x names them, and 5.x's in-memory names).
     summary = ddetr.weights.load_matching(model_with_3_classes, "r50.pth")   # fine-tuning
 
 `load` always returns the official layout, which ddetr's model loads with strict=True."""
+
 from __future__ import annotations
 
 import os
@@ -24,13 +25,13 @@ from .variant import describe, variant_name
 @dataclass
 class WeightsInfo:
     path: str
-    layout: str                   # 'official' or 'hf' (the source's)
-    variant: str                  # 'default', 'single-scale', 'box-refine', 'two-stage'
+    layout: str  # 'official' or 'hf' (the source's)
+    variant: str  # 'default', 'single-scale', 'box-refine', 'two-stage'
     num_classes: int
-    options: dict                 # ddetr model options the weights imply (ddetr.models.DEFAULTS names)
-    backbone_route: str | None = None         # HF sources: 'transformers' or 'timm' names
+    options: dict  # ddetr model options the weights imply (ddetr.models.DEFAULTS names)
+    backbone_route: str | None = None  # HF sources: 'transformers' or 'timm' names
     id2label: dict = field(default_factory=dict)  # class names: HF config.json's, or a ddetr checkpoint's data set's
-    args: dict = field(default_factory=dict)      # a checkpoint's training options (official or ddetr), if any
+    args: dict = field(default_factory=dict)  # a checkpoint's training options (official or ddetr), if any
     label_to_category: dict = field(default_factory=dict)  # a ddetr run's data set's category ids, if known
 
 
@@ -43,6 +44,7 @@ def _stated_by_args(args: dict) -> dict:
     """The model options a checkpoint's `args` state (official and ddetr checkpoints keep
     them; nheads, dilation and two-stage's query count are in no tensor)."""
     from ..models import DEFAULTS
+
     return {k: args[k] for k in DEFAULTS if k != "backbone_weights" and args.get(k) is not None}
 
 
@@ -63,24 +65,36 @@ def load(path) -> tuple[dict, WeightsInfo]:
     state = strip_wrappers(state)
     layout = detect_layout(state)
     if layout is None:
-        raise WeightsError(f"{where}: neither the official nor the HF layout of Deformable DETR "
-                           f"(no transformer.level_embed / model.level_embed); keys: {first(state)}")
+        raise WeightsError(
+            f"{where}: neither the official nor the HF layout of Deformable DETR "
+            f"(no transformer.level_embed / model.level_embed); keys: {first(state)}"
+        )
     official = hf_to_official(state, where) if layout == "hf" else complete_heads(state, where)
     stated, source = (from_config(config, where), "config.json") if config else (_stated_by_args(args), "args")
     options = describe(official, where, nheads=stated.get("nheads"))
     for name, value in stated.items():
         if name in options and options[name] != value:
-            raise WeightsError(f"{where}: {source} gives {name}={value!r} but the weights have "
-                               f"{name}={options[name]!r}")
+            raise WeightsError(
+                f"{where}: {source} gives {name}={value!r} but the weights have {name}={options[name]!r}"
+            )
         options[name] = value
     names, cats = _labels(config, args)
-    return official, WeightsInfo(where, layout, variant_name(options), options["num_classes"], options,
-                                 backbone_route(state) if layout == "hf" else None, id2label=names, args=args,
-                                 label_to_category=cats)
+    return official, WeightsInfo(
+        where,
+        layout,
+        variant_name(options),
+        options["num_classes"],
+        options,
+        backbone_route(state) if layout == "hf" else None,
+        id2label=names,
+        args=args,
+        label_to_category=cats,
+    )
 
 
-def convert(src, dst, to: str = "hf", backbone: str = "transformers", id2label: dict | None = None,
-            options: dict | None = None) -> WeightsInfo:
+def convert(
+    src, dst, to: str = "hf", backbone: str = "transformers", id2label: dict | None = None, options: dict | None = None
+) -> WeightsInfo:
     """Convert `src` (either layout, any format) to `dst`. to='hf': `dst` is a folder that
     gets config.json + model.safetensors (pytorch_model.bin without safetensors installed);
     `backbone` picks the ResNet names and config: 'transformers' (loads with no timm) or
@@ -97,6 +111,7 @@ def convert(src, dst, to: str = "hf", backbone: str = "transformers", id2label: 
             config[CATEGORIES_KEY] = {str(k): v for k, v in info.label_to_category.items()}
         try:
             import safetensors  # noqa: F401
+
             use_safetensors = True
         except ImportError:
             use_safetensors = False
@@ -112,5 +127,14 @@ def convert(src, dst, to: str = "hf", backbone: str = "transformers", id2label: 
     return info
 
 
-__all__ = ["load", "convert", "load_strict", "load_matching", "WeightsInfo", "WeightsError",
-           "official_to_hf", "hf_to_official", "to_config"]
+__all__ = [
+    "load",
+    "convert",
+    "load_strict",
+    "load_matching",
+    "WeightsInfo",
+    "WeightsError",
+    "official_to_hf",
+    "hf_to_official",
+    "to_config",
+]

@@ -1,4 +1,5 @@
 """The one error type of ddetr.weights, and the short key listings its messages carry."""
+
 from __future__ import annotations
 
 

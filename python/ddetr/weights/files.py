@@ -1,5 +1,6 @@
 """Reading and writing weights files: torch pickles (.pth, .pt, .bin), safetensors (an
 optional dependency), and HF folders (config.json + weights, sharded or not)."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,9 @@ def _safetensors(path: str):
     try:
         import safetensors.torch
     except ImportError:
-        raise WeightsError(f"{path}: reading or writing .safetensors needs the safetensors package "
-                           "(pip install safetensors)") from None
+        raise WeightsError(
+            f"{path}: reading or writing .safetensors needs the safetensors package (pip install safetensors)"
+        ) from None
     return safetensors.torch
 
 
@@ -45,8 +47,10 @@ def _read_file(path: str) -> tuple[dict, dict | None]:
                 obj = obj[wrapper]
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path}: not a state dict (a dict of tensors, or a checkpoint holding one "
-                           f"under 'model'), got {type(obj).__name__}")
+        raise WeightsError(
+            f"{path}: not a state dict (a dict of tensors, or a checkpoint holding one "
+            f"under 'model'), got {type(obj).__name__}"
+        )
     return obj, args
 
 

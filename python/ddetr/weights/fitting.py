@@ -1,5 +1,6 @@
 """Loading an official-layout state dict into a model: strictly (inference, resuming), or
 everything that fits with fresh class heads (fine-tuning on other classes)."""
+
 from __future__ import annotations
 
 from ..models.deformable_detr import init_class_bias
@@ -8,8 +9,13 @@ from .variant import variant_name
 
 
 def _model_variant(model) -> str:
-    return variant_name(dict(two_stage=model.two_stage, with_box_refine=model.with_box_refine,
-                             num_feature_levels=model.num_feature_levels))
+    return variant_name(
+        dict(
+            two_stage=model.two_stage,
+            with_box_refine=model.with_box_refine,
+            num_feature_levels=model.num_feature_levels,
+        )
+    )
 
 
 def mismatches(model, state: dict) -> tuple[list, list, list]:
@@ -23,15 +29,18 @@ def mismatches(model, state: dict) -> tuple[list, list, list]:
 
 def _message(where, model, state, missing, unexpected, shapes, variant=None) -> str:
     own = model.state_dict()
-    parts = [f"{where}: does not fit the model (the weights: {variant or 'another model'}; "
-             f"the model: {_model_variant(model)}, {model.num_classes} classes)"]
+    parts = [
+        f"{where}: does not fit the model (the weights: {variant or 'another model'}; "
+        f"the model: {_model_variant(model)}, {model.num_classes} classes)"
+    ]
     if missing:
         parts.append(f"missing: {first(missing)}")
     if unexpected:
         parts.append(f"unexpected: {first(unexpected)}")
     if shapes:
-        parts.append("shapes: " + first([f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                                         for k in shapes], 3))
+        parts.append(
+            "shapes: " + first([f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in shapes], 3)
+        )
     return "; ".join(parts)
 
 
@@ -56,6 +65,7 @@ def load_matching(model, weights) -> str:
         state, where, variant = weights, "<state dict>", None
     else:
         from . import load
+
         state, info = load(weights)
         where, variant = info.path, info.variant
     missing, unexpected, shapes = mismatches(model, state)
@@ -73,6 +83,8 @@ def load_matching(model, weights) -> str:
         head.reset_parameters()
         init_class_bias(head)
     old = state["class_embed.0.weight"].shape[0]
-    return (f"{where}: loaded {len(state) - len(heads)} of {len(state)} tensors; skipped the class heads "
-            f"({len(fresh)} of them, {first(heads, 2)}): {old} classes in the weights, {model.num_classes} "
-            "in the model, re-initialised with the prior-probability bias")
+    return (
+        f"{where}: loaded {len(state) - len(heads)} of {len(state)} tensors; skipped the class heads "
+        f"({len(fresh)} of them, {first(heads, 2)}): {old} classes in the weights, {model.num_classes} "
+        "in the model, re-initialised with the prior-probability bias"
+    )

@@ -1,5 +1,6 @@
 """Telling the official layout from the HF one, converting between them, and reading the
 variant and the model options off the tensors."""
+
 from __future__ import annotations
 
 import re
@@ -16,7 +17,7 @@ def strip_wrappers(state: dict) -> dict:
     """Drop the `module.` prefix that DistributedDataParallel adds, and step counters
     (`num_batches_tracked`) that frozen batch norm has no use for."""
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
 
 
@@ -78,7 +79,7 @@ def indices(state: dict, prefix: str) -> list[int]:
 
 
 def _module(state: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -119,6 +120,8 @@ def complete_heads(state: dict, where: str) -> dict:
             if not other:
                 state.update({p + k: v for k, v in value.items()})
             elif other.keys() != value.keys() or any(not _same(other[k], value[k]) for k in value):
-                raise WeightsError(f"{where}: {present[0].rstrip('.')} and {p.rstrip('.')} are one module "
-                                   "in this variant but hold different values")
+                raise WeightsError(
+                    f"{where}: {present[0].rstrip('.')} and {p.rstrip('.')} are one module "
+                    "in this variant but hold different values"
+                )
     return state

@@ -3,6 +3,7 @@ read in both directions. A rule pairs an official template with an HF template; 
 field both sides share, `{x+1}` the same field counted from 1 (torchvision's `layer1` is HF
 ResNet's `stages.0`). HF names are those that hub files carry (transformers 4.x, and what
 5.x writes with save_pretrained); 5.x's in-memory names map onto them by HF_V5."""
+
 from __future__ import annotations
 
 import re
@@ -27,7 +28,7 @@ class Rule:
 def _regex(template: str) -> re.Pattern:
     out, pos = [], 0
     for m in _FIELD.finditer(template):
-        out.append(re.escape(template[pos:m.start()]))
+        out.append(re.escape(template[pos : m.start()]))
         name = m.group(1)
         pattern = r"\d+" if m.group(2) or name in _INDICES else _FIELD_RE.get(name, r"[^.]+")
         out.append(f"(?P<{name}>{pattern})")
@@ -56,6 +57,7 @@ def format_name(template: str, values: dict) -> str:
     def field(m):
         v = values[m.group(1)]
         return str(int(v) + 1) if m.group(2) else v
+
     return _FIELD.sub(field, template)
 
 

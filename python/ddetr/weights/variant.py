@@ -1,5 +1,6 @@
 """The variant and the model options that an official-layout state dict implies, read off
 its keys and shapes."""
+
 from __future__ import annotations
 
 from ..models.backbone import _RESNETS
@@ -10,9 +11,24 @@ DEFAULT_HEADS = 8  # not in the tensors: heads x points is (see `describe`)
 
 # The model options that decide a state dict's keys and shapes, or what its weights compute:
 # a model fine-tuned from weights takes these from them (all but the class count).
-ARCHITECTURE = ("num_classes", "backbone", "dilation", "position_embedding", "position_embedding_scale",
-                "num_feature_levels", "enc_layers", "dec_layers", "dim_feedforward", "hidden_dim", "nheads",
-                "num_queries", "dec_n_points", "enc_n_points", "with_box_refine", "two_stage")
+ARCHITECTURE = (
+    "num_classes",
+    "backbone",
+    "dilation",
+    "position_embedding",
+    "position_embedding_scale",
+    "num_feature_levels",
+    "enc_layers",
+    "dec_layers",
+    "dim_feedforward",
+    "hidden_dim",
+    "nheads",
+    "num_queries",
+    "dec_n_points",
+    "enc_n_points",
+    "with_box_refine",
+    "two_stage",
+)
 
 
 def variant_name(options: dict) -> str:
@@ -29,8 +45,10 @@ def backbone_name(state: dict, where: str) -> str:
     for name, (block, d) in _RESNETS.items():
         if d == depths and block.expansion == expansion:
             return name
-    raise WeightsError(f"{where}: a ResNet backbone with blocks {depths} "
-                       f"({'bottleneck' if expansion == 4 else 'basic'}) is none of {sorted(_RESNETS)}")
+    raise WeightsError(
+        f"{where}: a ResNet backbone with blocks {depths} "
+        f"({'bottleneck' if expansion == 4 else 'basic'}) is none of {sorted(_RESNETS)}"
+    )
 
 
 def describe(state: dict, where: str, nheads: int | None = None) -> dict:
@@ -41,18 +59,24 @@ def describe(state: dict, where: str, nheads: int | None = None) -> dict:
         two_stage = "transformer.enc_output.weight" in state
         nheads = nheads or DEFAULT_HEADS
         opts = dict(
-            num_classes=state["class_embed.0.weight"].shape[0], backbone=backbone_name(state, where),
-            num_feature_levels=levels, hidden_dim=hidden, nheads=nheads,
+            num_classes=state["class_embed.0.weight"].shape[0],
+            backbone=backbone_name(state, where),
+            num_feature_levels=levels,
+            hidden_dim=hidden,
+            nheads=nheads,
             enc_layers=len(indices(state, "transformer.encoder.layers")),
             dec_layers=len(indices(state, "transformer.decoder.layers")),
             dim_feedforward=state["transformer.encoder.layers.0.linear1.weight"].shape[0],
             with_box_refine=two_stage or "transformer.decoder.bbox_embed.0.layers.0.weight" in state,
-            two_stage=two_stage)
+            two_stage=two_stage,
+        )
         for part, attn, name in (("encoder", "self_attn", "enc_n_points"), ("decoder", "cross_attn", "dec_n_points")):
             rows = state[f"transformer.{part}.layers.0.{attn}.attention_weights.weight"].shape[0]
             if rows % (nheads * levels):
-                raise WeightsError(f"{where}: {part} attention weights of {rows} rows do not split into "
-                                   f"{nheads} heads x {levels} levels")
+                raise WeightsError(
+                    f"{where}: {part} attention weights of {rows} rows do not split into "
+                    f"{nheads} heads x {levels} levels"
+                )
             opts[name] = rows // (nheads * levels)
         if "backbone.1.row_embed.weight" in state:  # ddetr-trained only: official weights are sine
             opts["position_embedding"] = "learned"
