@@ -102,3 +102,10 @@ def test_val_pipeline_size():
     x, t = T.make_transforms("val", base_size=100)(img, _target([[0, 0, 30, 20]]))
     assert x.shape[1:] == (100, 150)
     assert torch.allclose(t["boxes"], torch.tensor([[0.05, 0.05, 0.1, 0.1]]))
+
+
+@pytest.mark.parametrize("wh", [(3000, 1), (1, 3000), (1, 1), (1333, 1), (2, 5000)])
+def test_resize_size_never_zero(wh):
+    # a thin image's short side, scaled to keep the long side under max_size, stays >= 1 px
+    h, w = T.resize_size(wh, 800, 1333)
+    assert h >= 1 and w >= 1

@@ -57,7 +57,8 @@ def resize_size(image_size, size: int, max_size: int | None = None):
     if max_size is not None:
         short, long = float(min(w, h)), float(max(w, h))
         if long / short * size > max_size:
-            size = int(round(max_size * short / long))
+            # at least one pixel: a very long, thin image (say 3000 x 1) would round to 0
+            size = max(1, int(round(max_size * short / long)))
     if (w <= h and w == size) or (h <= w and h == size):
         return h, w
     if w < h:
