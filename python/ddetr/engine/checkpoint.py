@@ -17,6 +17,7 @@ from ..models import build_model, build_postprocessors
 from ..weights import WeightsError, load, load_strict
 from ..weights.errors import first
 from ..weights.fitting import mismatches
+from ..weights.variant import ARCHITECTURE  # the options that decide the weights
 from .options import check_options, flag
 
 CHECKPOINT = "checkpoint.pth"  # the file name in a run's output folder
@@ -117,25 +118,6 @@ def resume_path(resume: str | None, output_dir: str) -> str | None:
         path = os.path.join(output_dir, CHECKPOINT)
         return path if os.path.isfile(path) else None
     return resume
-
-
-# Model options that decide the weights' names and shapes.
-ARCHITECTURE = (
-    "backbone",
-    "dilation",
-    "num_feature_levels",
-    "enc_layers",
-    "dec_layers",
-    "dim_feedforward",
-    "hidden_dim",
-    "nheads",
-    "num_queries",
-    "dec_n_points",
-    "enc_n_points",
-    "with_box_refine",
-    "two_stage",
-    "num_classes",
-)
 
 
 def check_fits(saved: dict, args, path: str, n: int = 3) -> None:

@@ -15,6 +15,8 @@ import os
 
 from ..errors import UserError, option_error
 from ..models import DEFAULTS as MODEL
+from ..weights import load
+from ..weights.variant import ARCHITECTURE
 
 DATA = dict(
     coco_path=None,  # COCO layout; or the four explicit paths below
@@ -109,9 +111,6 @@ def has_data(args) -> bool:
 def pretrained_options(path: str) -> dict:
     """The architecture options of the weights at `path` (either layout), all but the class
     count: a model fine-tuned from them is built as they were unless told otherwise."""
-    from ..weights import load
-    from ..weights.variant import ARCHITECTURE
-
     _, info = load(path)
     return {k: v for k, v in info.options.items() if k in ARCHITECTURE and k != "num_classes"}
 
