@@ -107,3 +107,28 @@ def test_timm_route_config_is_accepted():
     bc = parsed.backbone_config
     name = bc.get("backbone") if isinstance(bc, dict) else getattr(bc, "backbone", None)
     assert name == "resnet18" and parsed.num_labels == SMALL["num_classes"]
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_timm_route_loads_in_transformers_with_same_outputs(tmp_path, variant):
+    """The hub route (timm's ResNet names, `use_timm_backbone`): needs timm, which needs
+    torchvision, which pins its own torch: CI runs this in the torch 2.14.1 environment."""
+    pytest.importorskip("timm", reason="timm is not installed (the hub route's backbone needs it)")
+    model = small_model(variant)
+    weights.files.write_state(model.state_dict(), str(tmp_path / "ddetr.pth"))
+    options = dict(num_queries=SMALL["num_queries"])
+    weights.convert(tmp_path / "ddetr.pth", tmp_path / "hf", to="hf", backbone="timm", options=options)
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["use_timm_backbone"] is True and not config.get("use_pretrained_backbone")
+    hf, info = transformers.DeformableDetrForObjectDetection.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    batch = padded_batch()
+    for ours, theirs in zip(_ours(model, batch), _hf_outputs(hf.eval(), batch)):
+        assert_rel_close(ours, theirs)
+    # and back: the timm-route folder reads strictly into ddetr with the same outputs
+    state, back = weights.load(tmp_path / "hf")
+    assert back.backbone_route == "timm"
+    again = build_model(**back.options).eval()
+    weights.load_strict(again, state, back.path, back)
+    for a, b in zip(_ours(again, batch), _ours(model, batch)):
+        assert torch.equal(a, b)
