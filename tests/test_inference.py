@@ -13,6 +13,7 @@ from ddetr import optimize_for_inference
 from ddetr.inference import fold_frozen_batch_norms
 from ddetr.models import FrozenBatchNorm2d, build_model
 from ddetr.util.misc import nested_tensor_from_tensor_list
+from tiny import VARIANTS
 
 TINY = dict(
     backbone="resnet18",
@@ -24,12 +25,6 @@ TINY = dict(
     num_queries=20,
     num_classes=7,
 )
-VARIANTS = {
-    "default": dict(),
-    "single_scale": dict(num_feature_levels=1),
-    "box_refine": dict(with_box_refine=True),
-    "two_stage": dict(with_box_refine=True, two_stage=True),
-}
 # Large enough that no feature map is 1 pixel wide (dynamo specialises sizes 0 and 1)
 # and that convolutions pick the same backend at every size.
 SIZES = [(256, 320), (288, 352), (320, 224)]

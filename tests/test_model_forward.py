@@ -7,6 +7,7 @@ import torch
 
 from ddetr.models import build, build_model
 from ddetr.util.misc import NestedTensor, nested_tensor_from_tensor_list
+from tiny import VARIANTS
 
 TINY = dict(
     backbone="resnet18",
@@ -18,12 +19,6 @@ TINY = dict(
     num_queries=20,
     num_classes=7,
 )
-VARIANTS = {
-    "default": dict(),
-    "single_scale": dict(num_feature_levels=1),
-    "box_refine": dict(with_box_refine=True),
-    "two_stage": dict(with_box_refine=True, two_stage=True),
-}
 SIZES = [(64, 96), (48, 64), (56, 80)]
 
 

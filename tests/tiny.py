@@ -11,6 +11,14 @@ TINY_MODEL = dict(
     num_feature_levels=2,
 )
 
+# The four published variants as model options on top of any base, for the model tests.
+VARIANTS = {
+    "default": dict(),
+    "single_scale": dict(num_feature_levels=1),
+    "box_refine": dict(with_box_refine=True),
+    "two_stage": dict(with_box_refine=True, two_stage=True),
+}
+
 TINY_CLI = [
     *(s for k, v in TINY_MODEL.items() for s in ("--" + k.replace("_", "-"), str(v))),
     *"--num-workers 0 --device cpu --quiet".split(),
