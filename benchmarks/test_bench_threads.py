@@ -40,6 +40,6 @@ def test_op_threads(benchmark, shape, threads, mode):
         torch.set_num_threads(threads)
         run_case(benchmark, key, "ddetr", fn, "cpu", rounds=10, extra=op_work(inputs))
         if threads > 1 and not benchmark.disabled:
-            benchmark.extra_info["speedup_vs_one_thread"] = interleaved_speedup(fn, threads, 10)
+            benchmark.extra_info["speedup_vs_one_thread"] = interleaved_speedup(fn, threads, 30)
     finally:
         torch.set_num_threads(ALL_THREADS)
