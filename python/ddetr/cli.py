@@ -110,6 +110,23 @@ def _add_train_options(p: argparse.ArgumentParser, command: str) -> None:
     )
 
 
+def _add_inference_options(p: argparse.ArgumentParser, command: str) -> None:
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="what the model computes in (sampling locations, boxes and scores stay float32); "
+        + _default("dtype", command),
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the model (minutes on a CPU, then faster); default: auto, when the images "
+        "to run are expected to save more time than compiling costs",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddetr", description="Deformable DETR: train, evaluate, predict.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=None, help=_default("batch_size"))
     ev.add_argument("--num-workers", type=int, default=None, help=_default("num_workers"))
     ev.add_argument("--device", default=None, help=_default("device"))
-    ev.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help=_default("amp"))
+    _add_inference_options(ev, "eval")
+    ev.add_argument("--amp", action="store_true", default=None, help="the same as --dtype bfloat16")
     ev.add_argument("--num-select", type=int, default=None, help="detections kept per image; default: as trained")
     ev.add_argument("--print-freq", type=int, default=None, help=_default("print_freq"))
     ev.add_argument("--quiet", action="store_true", default=None)
@@ -160,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="overlay the decoder sampling locations of the top detections' queries",
     )
     pr.add_argument("--top-queries", type=int, default=None, help=_default("top_queries"))
+    _add_inference_options(pr, "predict")
 
     cd = sub.add_parser("check-data", help="read every image and annotation of a data set; report what is unusable")
     _add_data_options(cd, "check-data")
@@ -235,6 +254,8 @@ def main(argv: list | None = None) -> int:
                 image_size=args.image_size,
                 show_sampling_points=args.show_sampling_points,
                 top_queries=args.top_queries,
+                dtype=args.dtype,
+                compile=args.compile,
             )
         elif args.command == "convert":
             print(run_convert(args.src, args.dst, args.to, args.hf_backbone))

@@ -23,6 +23,7 @@ from .build import build_datasets, build_loader
 from .checkpoint import model_from_checkpoint
 from .options import from_checkpoint
 from .progress import Progress
+from .runner import InferenceRunner, parse_dtype
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -99,8 +100,10 @@ def evaluate(
     model, criterion, postprocessors, loader, coco_gt, device, label_to_category=None, amp: bool = False, progress=None
 ) -> dict:
     """Validation losses (averaged over batches and processes) and COCO metrics (on the
-    main process; empty dict elsewhere)."""
-    model.eval()
+    main process; empty dict elsewhere). `model`: a module (set to eval mode here) or a
+    callable with its interface (an InferenceRunner)."""
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     if criterion is not None:
         criterion.eval()
     evaluator = CocoEvaluator(coco_gt, label_to_category)
@@ -145,21 +148,25 @@ def run_eval(args) -> dict:
     dist = D.init_distributed(args.device)
     try:
         model, post, saved = model_from_checkpoint(args.checkpoint, dist.device, args.num_select)
+        dtype = parse_dtype("bfloat16" if args.amp else args.dtype)
         args.image_size = from_checkpoint(args.image_size, saved, "image_size")
         _, val_set = build_datasets(args, need_train=False)
         require_usable(val_set, "val")
         check_images(val_set)
         loader = build_loader(val_set, args.batch_size, False, dist, 0, args.num_workers)
         bar = Progress(len(loader), "eval", enabled=dist.is_main and not args.quiet, print_freq=args.print_freq)
+        log = print if dist.is_main and not args.quiet else (lambda msg: None)
+        model = InferenceRunner(model, dtype, args.compile, len(loader), log)
         # labels -> category ids as in training (the checkpoint's data set), else the val set's
         trained = (saved.get("dataset") or {}).get("label_to_category")
         to_cat = {int(k): int(v) for k, v in trained.items()} if trained else val_set.label_to_category
-        stats = evaluate(model, None, post, loader, val_set.coco, dist.device, to_cat, args.amp, bar)
+        stats = evaluate(model, None, post, loader, val_set.coco, dist.device, to_cat, False, bar)
         if not dist.is_main:
             return {}
         summary = stats.pop("coco_summary", "")
         os.makedirs(args.output_dir, exist_ok=True)
-        metrics = {"checkpoint": os.path.abspath(args.checkpoint), **stats}
+        run = dict(dtype=str(dtype).split(".")[-1], compiled=model.compiled is not None)
+        metrics = {"checkpoint": os.path.abspath(args.checkpoint), **run, **stats}
         write_metrics(args.output_dir, metrics)
         if not args.quiet:
             print(summary, end="")

@@ -55,11 +55,15 @@ TRAIN = dict(
 
 PREDICT = dict(threshold=0.3, show_sampling_points=False, top_queries=3, num_pictures=6)
 
+# eval and predict (engine/runner.py): the dtype the model runs in; compile: True, False or
+# "auto" (compile when the images to run are expected to repay it)
+INFERENCE = dict(dtype="float32", compile="auto")
+
 CONVERT = dict(hf_backbone="transformers")  # `ddetr convert --backbone`: the HF ResNet names and config
 
 # None here means "decided later": the number of classes by the data set; for eval and
 # predict, the image size and number of detections kept by the checkpoint's training options.
-DEFAULTS = {**MODEL, "num_classes": None, **DATA, **TRAIN, **PREDICT, **CONVERT}
+DEFAULTS = {**MODEL, "num_classes": None, **DATA, **TRAIN, **PREDICT, **INFERENCE, **CONVERT}
 
 # Where a command's default differs from the table.
 COMMAND_DEFAULTS = {
@@ -213,6 +217,7 @@ CHECKS = dict(
     print_freq=_int(1),
     max_steps=_int(1),
     threshold=_num(0, 1),
+    dtype=_one_of("float32", "bfloat16", "float16"),
     top_queries=_int(0, 1000),
     num_pictures=_int(0),
     num_train=_int(1),

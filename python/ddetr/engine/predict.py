@@ -13,6 +13,7 @@ from ..visualize import SamplingRecorder, draw_prediction
 from .checkpoint import model_from_checkpoint
 from .distributed import resolve_device
 from .options import from_checkpoint
+from .runner import InferenceRunner, parse_dtype
 
 
 @torch.no_grad()
@@ -26,18 +27,25 @@ def predict(
     show_sampling_points: bool = False,
     top_queries: int = 3,
     quiet: bool = False,
+    dtype: str = "float32",
+    compile="auto",
 ) -> list:
     """Run the model on each image; writes <stem>.png (the image enlarged when small, boxes,
     labels and scores; with `show_sampling_points` where the best queries sample) and
     detections.json (boxes in the image's pixels) to `output_dir`, returns the detections
-    per image."""
+    per image. The model runs as engine/runner.py says (`dtype`, `compile`: True, False or
+    "auto"); with `show_sampling_points` uncompiled, since the points are recorded by a hook."""
     device = resolve_device(device)
     model, post, saved = model_from_checkpoint(checkpoint, device)
+    if show_sampling_points and compile is True and not quiet:
+        print("note: --show-sampling-points runs the model uncompiled (its points are recorded by a hook)")
+    log = (lambda msg: None) if quiet else print
+    model = InferenceRunner(model, parse_dtype(dtype), False if show_sampling_points else compile, len(images), log)
     info = saved.get("dataset") or {}
     names = {int(k): v for k, v in (info.get("label_names") or {}).items()}
     to_cat = {int(k): v for k, v in (info.get("label_to_category") or {}).items()}
     transform = make_transforms("val", int(from_checkpoint(image_size, saved, "image_size")))
-    recorder = SamplingRecorder(model.transformer.decoder.layers[-1].cross_attn) if show_sampling_points else None
+    recorder = SamplingRecorder(model.model.transformer.decoder.layers[-1].cross_attn) if show_sampling_points else None
     os.makedirs(output_dir, exist_ok=True)
     results, failed = [], []
     outputs_png = _picture_paths(images, output_dir)
@@ -111,7 +119,7 @@ def _top_query_points(outputs, recorder, image, k: int, threshold: float, per_qu
     score, label = outputs["pred_logits"][0].sigmoid().max(-1)
     order = score.argsort(descending=True)
     chosen = [q for q in order[:k].tolist() if score[q] >= threshold] or order[:1].tolist()
-    loc, w = recorder.loc[0], recorder.weights[0]  # (Q, M, L, P, 2), (Q, M, L, P)
+    loc, w = recorder.loc[0].float(), recorder.weights[0].float()  # (Q, M, L, P, 2), (Q, M, L, P)
     scale = torch.tensor([image.width, image.height], dtype=loc.dtype, device=loc.device)
     out = []
     for q in chosen:

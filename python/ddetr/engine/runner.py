@@ -1,0 +1,71 @@
+"""How `ddetr eval` and `ddetr predict` run a trained model: through
+ddetr.optimize_for_inference (frozen batch norms folded into the convolutions, `--dtype`),
+compiled with torch.compile when `--compile` says so or, by default (`auto`), when the
+images still to run are expected to save more time than compiling costs."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..errors import UserError
+from ..inference import optimize_for_inference
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# The `auto` rule's two measured figures (benchmarks/test_bench_inference.py, 2-core CPU):
+# compiling the ResNet-50 model (inductor, freezing) and its first call take about
+# COMPILE_COST_S, and the compiled model then runs in (1 - COMPILE_SAVES) of the uncompiled
+# time or less (float32 and bfloat16). Small models compile faster but save less per image,
+# so the rule stays on the side of not compiling for them.
+COMPILE_COST_S = 90.0
+COMPILE_SAVES = 0.3
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise UserError(f"--dtype {name}: expected one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+class InferenceRunner:
+    """`runner(samples)` -> the model's outputs (float32), for `total` calls expected.
+
+    compile: True compiles before the first call; False never; "auto" runs the first two
+    calls uncompiled, and compiles if the calls still to come, at the second call's time,
+    would save more than COMPILE_COST_S. `self.model` is the folded module that runs
+    uncompiled (hooks registered on it see every uncompiled call)."""
+
+    def __init__(self, model, dtype: torch.dtype, compile, total: int, log=print):
+        if compile not in (True, False, "auto"):
+            raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
+        self.dtype, self.mode, self.total, self.log = dtype, compile, total, log
+        self._source = model  # the float32 model as trained, for a later compile
+        self.eager = optimize_for_inference(model, dtype, compile=False)
+        self.model = self.eager.model
+        self.compiled = optimize_for_inference(model, dtype, compile=True) if compile is True else None
+        self.calls = 0
+
+    def __call__(self, samples) -> dict:
+        self.calls += 1
+        if self.compiled is not None:
+            return self.compiled(samples)
+        start = time.perf_counter()
+        outputs = self.eager(samples)
+        if self.mode == "auto" and self.calls == 2:
+            self._decide(time.perf_counter() - start)
+        return outputs
+
+    def _decide(self, seconds: float) -> None:
+        left = self.total - self.calls
+        saving = left * seconds * COMPILE_SAVES
+        if saving > COMPILE_COST_S:
+            self.log(
+                f"compiling the model (--compile auto: {left} more batches at {seconds:.2f} s would save "
+                f"about {saving:.0f} s, compiling costs about {COMPILE_COST_S:.0f} s; --no-compile skips it)"
+            )
+            self.compiled = optimize_for_inference(self._source, self.dtype, compile=True)
+
+    def __repr__(self) -> str:
+        return f"InferenceRunner(dtype={self.dtype}, compile={self.mode}, compiled={self.compiled is not None})"
