@@ -2,10 +2,11 @@
 
     python benchmarks/report.py benchmarks/results/*.json
 
-Rows are cases (op shape and mode, dtype, batch; module; model); for each file (device)
-the columns give ddetr's median time, its speed-up over the pure-PyTorch reference
-measured in the same run (for the thread cases: over one thread), and ddetr's peak memory
-against the reference's.
+Rows are cases (op shape and mode, dtype, batch; module; model, with HF transformers' peer
+cases); for each file (device) the columns give the median time, the speed-up over the
+pure-PyTorch reference measured in the same run (for the thread cases: over one thread;
+for model cases: over ddetr eager float32, HF eager float32 and the best HF case), and the
+peak memory against the reference's.
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+# Model cases' speed-ups over other cases of the same run (benchmarks/test_bench_inference.py,
+# test_bench_model.py), as they are labelled in a cell.
+SPEEDUPS = [
+    ("speedup_vs_eager_float32", "eager fp32"),
+    ("speedup_vs_hf_eager_float32", "HF eager fp32"),
+    ("speedup_vs_hf", "HF eager fp32"),
+    ("speedup_vs_best_hf", "best HF"),
+]
 
 
 def load(path: Path):
@@ -22,7 +32,7 @@ def load(path: Path):
     for b in data["benchmarks"]:
         info = b.get("extra_info", {})
         device = device or info.get("device")
-        if info.get("impl", "ddetr") != "ddetr":
+        if info.get("impl", "ddetr") not in ("ddetr", "hf"):  # the reference shows in ddetr's speed-up
             continue
         rows[b["group"] or b["name"]] = (b["stats"]["median"], info)
     return device or path.stem, rows
@@ -54,6 +64,9 @@ def render(paths):
                 cell += f" / {speedup:.1f}x"
             if info.get("speedup_vs_one_thread"):
                 cell += f" / {info['speedup_vs_one_thread']:.2f}x over 1 thread"
+            for key, what in SPEEDUPS:
+                if info.get(key):
+                    cell += f" / {info[key]:.1f}x {what}"
             if "peak_memory_bytes" in info:
                 cell += f" / {fmt_mem(info['peak_memory_bytes'])}"
                 if "reference_peak_memory_bytes" in info:

@@ -1,9 +1,11 @@
 """Inference of the full Deformable DETR (ResNet-50, default variant) on one 800 x 1066
-image: the eager float32 model against ddetr.optimize_for_inference in float32 and
-bfloat16 (folded batch norm, torch.compile with inductor and freezing), the same weights,
-in one run, and the portable ONNX export run by onnxruntime on the CPU. Each optimised case
-records its compile (or export) time, its speed-up over eager float32 measured in this run,
-and how far its outputs are from eager float32."""
+image, the same weights in every case, in one run: the peer (HF transformers'
+DeformableDetr, eager and compiled, float32 and bfloat16 autocast), ddetr's eager model,
+ddetr.optimize_for_inference uncompiled and compiled (folded batch norm, inductor with
+freezing) in float32 and bfloat16, and the portable ONNX export run by onnxruntime on the
+CPU. Each case records its compile (or export) time, its speed-ups over ddetr eager
+float32, HF eager float32 and the fastest HF case measured before it, and how far its
+outputs are from ddetr eager float32."""
 
 import os
 import tempfile
@@ -15,17 +17,28 @@ import torch
 from conftest import devices, run_case, sync
 from ddetr import optimize_for_inference
 from ddetr.models import build_model
+from hf_peer import hf_inputs, hf_model
 
 SIZE = (800, 1066)
 ROUNDS = {"cpu": 5, "cuda": 20}
+# The peer first (HF transformers' DeformableDetr with the same weights, benchmarks/hf_peer.py:
+# eager and compiled, float32 and under bfloat16 autocast), then ddetr: the eager model,
+# optimize_for_inference without compiling (what `--no-compile` runs) and compiled, and the
+# ONNX export in onnxruntime. Every later case gets its speed-ups over the cases before it.
 CASES = [
+    ("hf-eager", torch.float32),
+    ("hf-eager", torch.bfloat16),
+    ("hf-compiled", torch.float32),
+    ("hf-compiled", torch.bfloat16),
     ("eager", torch.float32),
+    ("uncompiled", torch.float32),
+    ("uncompiled", torch.bfloat16),
     ("optimised", torch.float32),
     ("optimised", torch.bfloat16),
     ("onnxruntime", torch.float32),
 ]
 
-_eager = {}  # device -> (median, outputs) of the eager float32 case, which runs first
+_done = {}  # (device, mode, dtype) -> (median, outputs) of the cases run so far
 
 
 def _model(device):
@@ -62,6 +75,51 @@ def _onnxruntime_case(model, images, device, benchmark, extra):
     return fn
 
 
+def _hf_case(model, images, device, mode, dtype, benchmark, extra):
+    """HF's model with ddetr's weights: eager, or torch.compile (inductor, dynamic shapes,
+    graph breaks allowed: its attention is plain PyTorch), in float32 or under autocast."""
+    hf = hf_model(model)
+    pixel_values, pixel_mask = hf_inputs(images)
+    if mode == "hf-compiled":
+        if benchmark.disabled:
+            pytest.skip("HF compiled: compile skipped in the smoke run")
+        hf = torch.compile(hf, dynamic=True)
+
+    def fn():
+        with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
+            out = hf(pixel_values=pixel_values, pixel_mask=pixel_mask)
+        return {"pred_logits": out.logits.float(), "pred_boxes": out.pred_boxes.float()}
+
+    if mode == "hf-compiled":
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        extra["compile_and_first_call_s"] = time.perf_counter() - t0
+    return fn
+
+
+def _compare(benchmark, device, key, out):
+    """Speed-ups over the cases already run, and the outputs' distance from ddetr eager."""
+    median = benchmark.stats.stats.median
+    names = {
+        ("eager", torch.float32): "eager_float32",
+        ("hf-eager", torch.float32): "hf_eager_float32",
+    }
+    for (dev, *case), (other, _) in _done.items():
+        if dev == device and tuple(case) in names and tuple(case) != key:
+            benchmark.extra_info[f"speedup_vs_{names[tuple(case)]}"] = other / median
+    hf = [m for (dev, mode, _), (m, _) in _done.items() if dev == device and mode.startswith("hf-")]
+    if hf and not key[0].startswith("hf-"):
+        benchmark.extra_info["speedup_vs_best_hf"] = min(hf) / median
+    ref = _done.get((device, "eager", torch.float32))
+    if ref is not None and key != ("eager", torch.float32):
+        ref = ref[1]
+        benchmark.extra_info["max_box_diff_vs_eager"] = (out["pred_boxes"] - ref["pred_boxes"]).abs().max().item()
+        benchmark.extra_info["max_score_diff_vs_eager"] = (
+            (out["pred_logits"].sigmoid() - ref["pred_logits"].sigmoid()).abs().max().item()
+        )
+
+
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("mode, dtype", CASES, ids=[f"{m}-{str(d).split('.')[-1]}" for m, d in CASES])
 def test_inference(benchmark, mode, dtype, device):
@@ -73,34 +131,28 @@ def test_inference(benchmark, mode, dtype, device):
         def fn():
             with torch.no_grad():
                 return model(images)
+    elif mode.startswith("hf-"):
+        fn = _hf_case(model, images, device, mode, dtype, benchmark, extra)
     elif mode == "onnxruntime":
         fn = _onnxruntime_case(model, images, device, benchmark, extra)
     else:
         # The smoke run (--benchmark-disable) skips the minutes-long compile; the compiled
         # path is tested by tests/test_inference.py.
-        fast = optimize_for_inference(model, dtype, compile=not benchmark.disabled)
+        fast = optimize_for_inference(model, dtype, compile=mode == "optimised" and not benchmark.disabled)
         t0 = time.perf_counter()
         fast(images)  # compiles
         sync(device)
-        extra["compile_and_first_call_s"] = time.perf_counter() - t0
+        if mode == "optimised":
+            extra["compile_and_first_call_s"] = time.perf_counter() - t0
 
         def fn():
             return fast(images)
 
     dt = str(dtype).split(".")[-1]
-    run_case(
-        benchmark, ("model", "inference", device, dt, "N=1", mode), "ddetr", fn, device, ROUNDS[device], extra=extra
-    )
-    stats = getattr(benchmark, "stats", None)
-    if benchmark.disabled or stats is None:
+    impl = "hf" if mode.startswith("hf-") else "ddetr"
+    run_case(benchmark, ("model", "inference", device, dt, "N=1", mode), impl, fn, device, ROUNDS[device], extra=extra)
+    if benchmark.disabled or getattr(benchmark, "stats", None) is None:
         return
-    if mode == "eager":
-        _eager[device] = (stats.stats.median, fn())
-    elif device in _eager:
-        median, ref = _eager[device]
-        out = fn()
-        benchmark.extra_info["speedup_vs_eager_float32"] = median / stats.stats.median
-        benchmark.extra_info["max_box_diff_vs_eager"] = (out["pred_boxes"] - ref["pred_boxes"]).abs().max().item()
-        benchmark.extra_info["max_score_diff_vs_eager"] = (
-            (out["pred_logits"].sigmoid() - ref["pred_logits"].sigmoid()).abs().max().item()
-        )
+    out = fn()
+    _compare(benchmark, device, (mode, dtype), out)
+    _done[(device, mode, dtype)] = (benchmark.stats.stats.median, out)
