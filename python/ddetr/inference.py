@@ -165,9 +165,8 @@ def optimize_for_inference(
     (float32, bfloat16 or float16) is what the convolutions, linear layers and the
     decoder's self-attention run in, by autocast; the heads and the initial reference
     points stay float32 (see _Float32), and so do the sampling locations, which add float32
-    reference points. (The deformable attention op itself is fed float32 for now:
-    MSDeformAttn promotes its inputs to one dtype until the op takes half-precision values
-    with float32 locations.) With
+    reference points: the deformable attention op takes its value and weights in `dtype`
+    and its locations in float32 (the op's precision policy, ddetr.ops). With
     `compile`, torch.compile (`backend`, inductor with freezing by default) traces the whole
     forward as one graph; the first call compiles (minutes on a CPU).
 
