@@ -41,6 +41,7 @@ TRAIN = dict(
     num_workers=2,
     device="auto",
     amp=False,
+    compile=False,  # train: torch.compile the model and loss; eval / predict: see COMMAND_DEFAULTS
     resume=None,
     overwrite=False,  # start afresh in an output folder that holds a checkpoint
     pretrained=None,  # weights to fine-tune from (either layout); their model options fill those not given
@@ -55,9 +56,9 @@ TRAIN = dict(
 
 PREDICT = dict(threshold=0.3, show_sampling_points=False, top_queries=3, num_pictures=6)
 
-# eval and predict (engine/runner.py): the dtype the model runs in; compile: True, False or
-# "auto" (compile when the images to run are expected to repay it)
-INFERENCE = dict(dtype="float32", compile="auto")
+# eval and predict (engine/runner.py): the dtype the model runs in (their `compile` default
+# is in COMMAND_DEFAULTS)
+INFERENCE = dict(dtype="float32")
 
 CONVERT = dict(hf_backbone="transformers")  # `ddetr convert --backbone`: the HF ResNet names and config
 
@@ -68,8 +69,9 @@ DEFAULTS = {**MODEL, "num_classes": None, **DATA, **TRAIN, **PREDICT, **INFERENC
 # Where a command's default differs from the table.
 COMMAND_DEFAULTS = {
     "demo": dict(output_dir="ddetr-demo", device="cpu"),  # the demo is meant for the CPU
-    "eval": dict(output_dir=".", image_size=None, num_select=None),
-    "predict": dict(output_dir="predictions", device="cpu", image_size=None),
+    # compile "auto": when the images to run are expected to repay it (engine/runner.py)
+    "eval": dict(output_dir=".", image_size=None, num_select=None, compile="auto"),
+    "predict": dict(output_dir="predictions", device="cpu", image_size=None, compile="auto"),
 }
 
 # Chosen to learn something real within minutes on two CPU cores: a random-init ResNet-18
