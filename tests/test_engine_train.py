@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import ddetr.nn
-
 from ddetr.cli import build_parser
 from ddetr.data.collate import collate_fn, move_targets
 from ddetr.data.synthetic import make_synthetic

@@ -41,6 +41,7 @@ TRAIN = dict(
     num_workers=2,
     device="auto",
     amp=False,
+    compile=False,  # torch.compile the model and the losses (ddetr train --compile)
     resume=None,
     overwrite=False,  # start afresh in an output folder that holds a checkpoint
     pretrained=None,  # weights to fine-tune from (either layout); their model options fill those not given
