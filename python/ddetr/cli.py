@@ -90,7 +90,7 @@ def _add_train_options(p: argparse.ArgumentParser, command: str) -> None:
     a(
         "--amp",
         "bfloat16 autocast on the CPU and CUDA (weights, gradients and losses stay float32); "
-        "faster where the hardware has fast bfloat16 matrix units (AMX, tensor cores)",
+        "faster where the hardware computes in bfloat16 natively (AVX512-BF16, AMX, tensor cores)",
         action=argparse.BooleanOptionalAction,
     )
     if command == "train":
