@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+import ddetr.nn
 from ddetr.cli import build_parser
 from ddetr.data.collate import collate_fn, move_targets
 from ddetr.data.synthetic import make_synthetic
@@ -151,27 +152,44 @@ def test_progress_bar_on_terminal_and_in_logs():
     assert len(log.getvalue().splitlines()) == 3 and "\r" not in log.getvalue()  # steps 1, 50, 100
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_bfloat16_autocast_on_cuda(data, tmp_path):
-    args = tiny_args(data, tmp_path, "--epochs", "1", "--max-steps", "2", "--amp", "--device", "cuda")
-    device = torch.device("cuda")
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, CUDA])])
+def test_bfloat16_autocast(data, tmp_path, device, monkeypatch):
+    """--amp: the model's layers and the op run in bfloat16 on the CPU as on CUDA; the
+    outputs reach the losses in float32, the losses are close to float32's (bfloat16 keeps
+    about 3 significant digits: within 10%) but not equal to them; weights stay float32."""
+    args = tiny_args(data, tmp_path, "--epochs", "1", "--max-steps", "2", "--amp", "--device", device)
+    device = torch.device(device)
     train_set, _ = build_datasets(args)
     model, criterion, _ = build_detector(args, device, train_set.num_classes)
     samples, targets = collate_fn([train_set[i] for i in range(2)])
     samples, targets = samples.to(device), move_targets(targets, device)
-    dtypes = []
+    dtypes, op_dtypes = [], []
     hook = model.transformer.decoder.layers[0].linear1.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    op = ddetr.nn.ms_deform_attn
+
+    def recording_op(value, spatial_shapes, loc, weights, *args):
+        op_dtypes.append((value.dtype, loc.dtype, weights.dtype))
+        return op(value, spatial_shapes, loc, weights, *args)
+
+    monkeypatch.setattr(ddetr.nn, "ms_deform_attn", recording_op)
     model.eval()
-    with torch.no_grad():
-        amp_out = precision.forward(model, samples, True, device)
-        full_out = precision.forward(model, samples, False, device)
+    losses = {}
+    for amp in (True, False):
+        outputs = precision.forward(model, samples, amp, device)
+        assert outputs["pred_logits"].dtype == outputs["pred_boxes"].dtype == torch.float32  # losses in float32
+        loss = criterion.weighted_total(criterion(outputs, targets))
+        loss.backward()  # the backward runs through the bfloat16 layers and the op
+        losses[amp] = loss.item()
     hook.remove()
-    assert dtypes == [torch.bfloat16, torch.float32]  # --amp really runs the model in bfloat16
-    assert amp_out["pred_logits"].dtype == amp_out["pred_boxes"].dtype == torch.float32  # losses in float32
-    amp_loss = criterion.weighted_total(criterion(amp_out, targets)).item()
-    full_loss = criterion.weighted_total(criterion(full_out, targets)).item()
-    assert amp_loss == pytest.approx(full_loss, rel=0.1)  # bfloat16 keeps ~3 significant digits
+    assert dtypes == [torch.bfloat16, torch.float32]  # --amp really runs the layers in bfloat16
+    calls = len(op_dtypes) // 2  # the op: bfloat16 value and weights, float32 locations
+    bf16, f32 = torch.bfloat16, torch.float32
+    assert op_dtypes == [(bf16, f32, bf16)] * calls + [(f32, f32, f32)] * calls
+    assert math.isfinite(losses[True]) and losses[True] != losses[False]
+    assert losses[True] == pytest.approx(losses[False], rel=0.1)
 
     metrics = T.train(args)
     ck = load_checkpoint(str(tmp_path / "checkpoint.pth"))

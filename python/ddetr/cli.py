@@ -87,7 +87,20 @@ def _add_train_options(p: argparse.ArgumentParser, command: str) -> None:
     a("--seed", type=int)
     a("--num-workers", type=int)
     a("--device", "auto, cpu, cuda")
-    a("--amp", "bfloat16 autocast on CUDA", action=argparse.BooleanOptionalAction)
+    a(
+        "--amp",
+        "bfloat16 autocast on the CPU and CUDA (weights, gradients and losses stay float32); "
+        "faster where the hardware computes in bfloat16 natively (AVX512-BF16, AMX, tensor cores)",
+        action=argparse.BooleanOptionalAction,
+    )
+    if command == "train":
+        a(
+            "--compile",
+            "torch.compile (inductor) the model and the loss math, with dynamic shapes; the first "
+            "step compiles (minutes on a CPU), and so, with torch 2.13, does each new padded batch "
+            "size, up to torch._dynamo's recompile limit (8), after which new sizes run eagerly",
+            action=argparse.BooleanOptionalAction,
+        )
     a("--resume", "a checkpoint to continue from, or 'auto' (output-dir/checkpoint.pth if any)")
     a("--overwrite", "start afresh even where --output-dir holds a checkpoint (replaced)", action="store_true")
     if command == "train":

@@ -1,6 +1,9 @@
-"""The mixed-precision policy of training and evaluation: with --amp on CUDA the model runs
-under bfloat16 autocast, and its outputs are cast back to float32 before the matcher, the
-losses (focal, GIoU) and post-processing, which need the range and precision."""
+"""The mixed-precision policy of training and evaluation: with --amp the model runs under
+bfloat16 autocast, on the CPU as on CUDA (the deformable attention op takes bfloat16 values
+and weights with float32 sampling locations under autocast on both), and its outputs are
+cast back to float32 before the matcher, the losses (focal, GIoU) and post-processing,
+which need the range and precision. Parameters, gradients and the optimiser's state stay
+float32."""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ import torch
 
 
 def amp_enabled(amp: bool, device: torch.device) -> bool:
-    return bool(amp) and device.type == "cuda"
+    # the devices whose autocast the op registers (ddetr.ops); elsewhere --amp is a no-op
+    return bool(amp) and device.type in ("cpu", "cuda")
 
 
 def forward(model, samples, amp: bool, device: torch.device):

@@ -169,6 +169,18 @@ def _train(args, dist: D.DistInfo) -> dict:
             device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
             find_unused_parameters=args.find_unused_parameters,
         )
+    if args.compile:
+        # Compiled around DDP (after wrapping), as torch recommends: dynamo then splits the
+        # graph at DDP's gradient buckets so communication overlaps the backward. The
+        # checkpoints save model_without_ddp, the plain module: no `_orig_mod.` names.
+        # dynamic=True: dynamo traces symbolic image (and batch) sizes from the first step,
+        # meant to let the multi-scale sizes share one graph. With torch 2.13 that does not
+        # hold in training: compiling the backward adds guards on the sizes of the saved
+        # activations (their strides; `TORCH_LOGS=recompiles` shows them), so each new padded
+        # batch size compiles again, until dynamo's recompile limit (8), after which new
+        # sizes run eagerly. Fixed-size batches compile once.
+        model = torch.compile(model, dynamic=True)
+        criterion.compile_losses(dynamic=True)
     n_parameters = sum(p.numel() for p in model_without_ddp.parameters() if p.requires_grad)
     optimizer = build_optimizer(
         model_without_ddp, args.lr, args.lr_backbone, args.weight_decay, args.lr_linear_proj_mult

@@ -24,6 +24,24 @@ def sigmoid_focal_loss(inputs, targets, num_boxes, alpha: float = 0.25, gamma: f
     return loss.mean(1).sum() / num_boxes
 
 
+def label_loss(logits, batch_idx, src_idx, classes, num_boxes, alpha: float):
+    """The classification loss of one output: focal loss of the logits (B, Q, C) against
+    one-hot targets, matched queries (batch_idx, src_idx) of their classes, every other
+    query "no object" (all zeros). Times Q: the sum over queries, not the mean."""
+    onehot = torch.zeros_like(logits)
+    onehot[batch_idx, src_idx, classes] = 1
+    return sigmoid_focal_loss(logits, onehot, num_boxes, alpha, 2) * logits.shape[1]
+
+
+def box_losses(pred_boxes, batch_idx, src_idx, tgt_boxes, num_boxes):
+    """L1 and GIoU losses (each summed / num_boxes) between the matched predictions
+    pred_boxes[batch_idx, src_idx] and their targets (M, 4), both normalised cxcywh."""
+    src = pred_boxes[batch_idx, src_idx]
+    loss_bbox = F.l1_loss(src, tgt_boxes, reduction="none").sum() / num_boxes
+    giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt_boxes)))
+    return loss_bbox, (1 - giou).sum() / num_boxes
+
+
 def _check_targets(targets, num_classes):
     for i, t in enumerate(targets):
         if "labels" not in t or "boxes" not in t:
@@ -53,6 +71,15 @@ class SetCriterion(nn.Module):
         super().__init__()
         self.num_classes, self.matcher, self.weight_dict = num_classes, matcher, weight_dict
         self.losses, self.focal_alpha = list(losses), focal_alpha
+        self._label_loss, self._box_losses = label_loss, box_losses  # compile_losses swaps these
+
+    def compile_losses(self, **options) -> None:
+        """torch.compile (`options`, e.g. dynamic=True) the loss math: `label_loss` and
+        `box_losses`, called once per decoder layer with the same shapes, so one compiled
+        graph each serves every layer. The matcher (scipy's assignment, which cannot be
+        traced), the target checks and the indexing by the matching stay eager."""
+        self._label_loss = torch.compile(label_loss, **options)
+        self._box_losses = torch.compile(box_losses, **options)
 
     @staticmethod
     def _src_permutation_idx(indices):
@@ -63,10 +90,7 @@ class SetCriterion(nn.Module):
         logits = outputs["pred_logits"]
         idx = self._src_permutation_idx(indices)
         classes_o = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).to(logits.device)
-        onehot = torch.zeros_like(logits)
-        onehot[idx[0], idx[1], classes_o] = 1  # unmatched queries: all-zero ("no object")
-        loss_ce = sigmoid_focal_loss(logits, onehot, num_boxes, self.focal_alpha, 2) * logits.shape[1]
-        losses = {"loss_ce": loss_ce}
+        losses = {"loss_ce": self._label_loss(logits, *idx, classes_o, num_boxes, self.focal_alpha)}
         if log:  # a diagnostic, not trained on
             losses["class_error"] = 100 - accuracy(logits[idx], classes_o)[0]
         return losses
@@ -82,11 +106,10 @@ class SetCriterion(nn.Module):
 
     def loss_boxes(self, outputs, targets, indices, num_boxes):
         idx = self._src_permutation_idx(indices)
-        src = outputs["pred_boxes"][idx]
-        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(src)
-        loss_bbox = F.l1_loss(src, tgt, reduction="none").sum() / num_boxes
-        giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt)))
-        return {"loss_bbox": loss_bbox, "loss_giou": (1 - giou).sum() / num_boxes}
+        boxes = outputs["pred_boxes"]
+        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(boxes)
+        loss_bbox, loss_giou = self._box_losses(boxes, *idx, tgt, num_boxes)
+        return {"loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
     def get_loss(self, loss, outputs, targets, indices, num_boxes, **kwargs):
         fns = {"labels": self.loss_labels, "cardinality": self.loss_cardinality, "boxes": self.loss_boxes}

@@ -49,8 +49,12 @@ def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Ten
 
     Raises ValueError on degenerate boxes (x1 < x0 or y1 < y0).
     """
-    _check_boxes(boxes1, "boxes1")
-    _check_boxes(boxes2, "boxes2")
+    # Compiled (the criterion's compiled box losses), the checks are left out: their
+    # data-dependent branch would break the graph, and the matcher, which runs eagerly,
+    # has checked the same predictions and targets.
+    if not torch.compiler.is_compiling():
+        _check_boxes(boxes1, "boxes1")
+        _check_boxes(boxes2, "boxes2")
     iou, union = box_iou(boxes1, boxes2)
     lt = torch.min(boxes1[:, None, :2], boxes2[:, :2])
     rb = torch.max(boxes1[:, None, 2:], boxes2[:, 2:])
