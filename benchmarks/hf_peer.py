@@ -43,7 +43,8 @@ def hf_model(model, **options):
 def hf_inputs(images: list):
     """pixel_values and pixel_mask (1 = a real pixel) of a list of equal-size images."""
     pixel_values = torch.stack(images)
-    return pixel_values, torch.ones(pixel_values.shape[0], *pixel_values.shape[2:], dtype=torch.long)
+    mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[2:], dtype=torch.long, device=pixel_values.device)
+    return pixel_values, mask
 
 
 def hf_labels(targets: list) -> list:

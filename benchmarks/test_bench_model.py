@@ -137,7 +137,6 @@ def hf_train_step(model, images, targets):
     hf = hf_model(model)
     hf.config.auxiliary_loss = True
     pixel_values, pixel_mask = hf_inputs(images)
-    pixel_mask = pixel_mask.to(pixel_values.device)
     labels = hf_labels(targets)
     params = [p for p in hf.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=1e-4)

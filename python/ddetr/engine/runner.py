@@ -14,13 +14,15 @@ from ..inference import optimize_for_inference
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-# The `auto` rule's two measured figures (benchmarks/test_bench_inference.py, 2-core CPU):
-# compiling the ResNet-50 model (inductor, freezing) and its first call take about
-# COMPILE_COST_S, and the compiled model then runs in (1 - COMPILE_SAVES) of the uncompiled
-# time or less (float32 and bfloat16). Small models compile faster but save less per image,
-# so the rule stays on the side of not compiling for them.
-COMPILE_COST_S = 90.0
-COMPILE_SAVES = 0.3
+# The `auto` rule's two measured figures (benchmarks/test_bench_inference.py, ResNet-50
+# model, 800 x 1066, 2-core CPU, benchmarks/results/cpu-epyc-avx512-2cores.json): compiling
+# (inductor, freezing) and the first call took 73 s in float32 and 62 s in bfloat16, and the
+# compiled model then ran in 76% (float32: 1.45 s against 1.90 s uncompiled) and 69%
+# (bfloat16: 0.60 s against 0.87 s) of the uncompiled time. So about 165 images of that
+# size repay a compile. Small models compile faster but save less per image, so the rule
+# stays on the side of not compiling for them.
+COMPILE_COST_S = 75.0
+COMPILE_SAVES = 0.24
 
 
 def parse_dtype(name: str) -> torch.dtype:
