@@ -1,9 +1,10 @@
 """The full model (ResNet-50, default variant) on one image: eager float32 against
-optimize_for_inference in float32 and bfloat16, timed in alternating rounds, so a shared
-machine whose speed drifts over minutes drifts for all alike. Prints each round, the
-medians, the speed-ups over eager and how far each output is from eager float32.
+optimize_for_inference in float32 and bfloat16 (and, with --hf, HF transformers'
+DeformableDetr eager float32 with the same weights), timed in alternating rounds, so a
+shared machine whose speed drifts over minutes drifts for all alike. Prints each round, the
+medians, the speed-ups over eager (and HF) and how far each output is from eager float32.
 
-    python benchmarks/compare_inference.py --size 800 1066 --rounds 4
+    python benchmarks/compare_inference.py --size 800 1066 --rounds 4 [--hf]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, nargs=2, default=(800, 1066), metavar=("H", "W"))
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--hf", action="store_true", help="add HF transformers' model (benchmarks/hf_peer.py)")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = build_model().eval()
@@ -29,6 +31,16 @@ def main():
         torch.nn.init.normal_(model.bbox_embed[0].layers[-1].weight, std=0.01)
     images = [torch.randn(3, *args.size, generator=torch.Generator().manual_seed(0))]
     runs = {"eager float32": model}
+    if args.hf:
+        from hf_peer import hf_inputs, hf_model
+
+        hf, (pixel_values, pixel_mask) = hf_model(model), hf_inputs(images)
+
+        def run_hf(_images):
+            out = hf(pixel_values=pixel_values, pixel_mask=pixel_mask)
+            return {"pred_logits": out.logits, "pred_boxes": out.pred_boxes}
+
+        runs["HF eager float32"] = run_hf
     for dtype in (torch.float32, torch.bfloat16):
         fast = optimize_for_inference(model, dtype)
         t0 = time.perf_counter()
@@ -43,6 +55,7 @@ def main():
                 outs[name] = fn(images)
                 times[name].append(time.perf_counter() - t0)
     ref, eager = outs["eager float32"], statistics.median(times["eager float32"])
+    hf_median = statistics.median(times["HF eager float32"]) if args.hf else None
     for name, ts in times.items():
         out, median = outs[name], statistics.median(ts)
         box = (out["pred_boxes"] - ref["pred_boxes"]).abs().max()
@@ -51,6 +64,7 @@ def main():
         print(
             f"{name}: {' '.join(f'{t:.2f}' for t in ts)} s | median {median:.2f} s, {eager / median:.2f}x eager "
             f"| box max diff {box:.1e}, logit max rel diff {logit:.1e}, score max diff {score:.1e}"
+            + (f" | {hf_median / median:.2f}x HF eager" if hf_median else "")
         )
 
 
