@@ -77,8 +77,8 @@ def _onnxruntime_case(model, images, device, benchmark, extra):
 
 def _hf_case(model, images, device, mode, dtype, benchmark, extra):
     """HF's model with ddetr's weights: eager, or torch.compile (inductor, specialised to the
-    one image size, which compiles faster and runs at least as fast as dynamic shapes; graph
-    breaks allowed), in float32 or under autocast."""
+    benchmark's one image size, the best case for it; graph breaks allowed), in float32 or
+    under autocast."""
     hf = hf_model(model)
     pixel_values, pixel_mask = hf_inputs(images)
     if mode == "hf-compiled":
@@ -141,7 +141,7 @@ def test_inference(benchmark, mode, dtype, device):
         # path is tested by tests/test_inference.py.
         fast = optimize_for_inference(model, dtype, compile=mode == "optimised" and not benchmark.disabled)
         t0 = time.perf_counter()
-        fast(images)  # compiles
+        fast(images)  # compiles (optimised) or warms up
         sync(device)
         if mode == "optimised":
             extra["compile_and_first_call_s"] = time.perf_counter() - t0
