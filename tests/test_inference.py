@@ -13,18 +13,9 @@ from ddetr import optimize_for_inference
 from ddetr.inference import fold_frozen_batch_norms
 from ddetr.models import FrozenBatchNorm2d, build_model
 from ddetr.util.misc import nested_tensor_from_tensor_list
-from tiny import VARIANTS
+from tiny import COMPILE_MODEL, VARIANTS
 
-TINY = dict(
-    backbone="resnet18",
-    hidden_dim=64,
-    nheads=8,
-    dim_feedforward=128,
-    enc_layers=1,
-    dec_layers=2,
-    num_queries=20,
-    num_classes=7,
-)
+TINY = COMPILE_MODEL
 # Large enough that no feature map is 1 pixel wide (dynamo specialises sizes 0 and 1)
 # and that convolutions pick the same backend at every size.
 SIZES = [(256, 320), (288, 352), (320, 224)]

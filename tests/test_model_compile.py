@@ -7,17 +7,9 @@ import pytest
 import torch
 
 from ddetr.models import build_model
+from tiny import COMPILE_MODEL
 
-TINY = dict(
-    backbone="resnet18",
-    hidden_dim=64,
-    nheads=8,
-    dim_feedforward=128,
-    enc_layers=1,
-    dec_layers=2,
-    num_queries=20,
-    num_classes=7,
-)
+TINY = COMPILE_MODEL
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,6 +11,19 @@ TINY_MODEL = dict(
     num_feature_levels=2,
 )
 
+# A little larger, for the compiled-forward and inference tests: two decoder layers and
+# 64 channels, so batch-norm folding, heads and refinement are exercised.
+COMPILE_MODEL = dict(
+    backbone="resnet18",
+    hidden_dim=64,
+    nheads=8,
+    dim_feedforward=128,
+    enc_layers=1,
+    dec_layers=2,
+    num_queries=20,
+    num_classes=7,
+)
+
 # The four published variants as model options on top of any base, for the model tests.
 VARIANTS = {
     "default": dict(),

@@ -36,17 +36,18 @@ class InferenceRunner:
 
     compile: True compiles before the first call; False never; "auto" runs the first two
     calls uncompiled, and compiles if the calls still to come, at the second call's time,
-    would save more than COMPILE_COST_S. `self.model` is the folded module that runs
-    uncompiled (hooks registered on it see every uncompiled call)."""
+    would save more than COMPILE_COST_S. `self.model` is the folded module that runs (hooks
+    registered on it see every uncompiled call)."""
 
     def __init__(self, model, dtype: torch.dtype, compile, total: int, log=print):
         if compile not in (True, False, "auto"):
             raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
         self.dtype, self.mode, self.total, self.log = dtype, compile, total, log
         self._source = model  # the float32 model as trained, for a later compile
-        self.eager = optimize_for_inference(model, dtype, compile=False)
-        self.model = self.eager.model
         self.compiled = optimize_for_inference(model, dtype, compile=True) if compile is True else None
+        # compiled from the start, no uncompiled copy is needed (nor kept in memory)
+        self.eager = optimize_for_inference(model, dtype, compile=False) if self.compiled is None else None
+        self.model = (self.compiled or self.eager).model
         self.calls = 0
 
     def __call__(self, samples) -> dict:
