@@ -13,7 +13,7 @@ from ddetr.cli import build_parser
 from ddetr.data.collate import collate_fn
 from ddetr.data.synthetic import make_synthetic
 from ddetr.engine.build import build_datasets, build_detector
-from ddetr.engine.checkpoint import load_checkpoint
+from ddetr.weights.files import read_checkpoint as load_checkpoint
 from ddetr.engine.options import resolve
 from tiny import TINY_CLI
 

@@ -14,7 +14,7 @@ from ddetr.data.synthetic import make_synthetic
 from ddetr.engine import precision
 from ddetr.engine import train as T
 from ddetr.engine.build import build_datasets, build_detector
-from ddetr.engine.checkpoint import load_checkpoint
+from ddetr.weights.files import read_checkpoint as load_checkpoint
 from ddetr.engine.optim import build_optimizer
 from ddetr.engine.options import resolve
 from ddetr.models.criterion import SetCriterion

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..util.files import atomic_write, write_json
+
 SHAPES = ("circle", "square", "triangle", "cross", "star", "ring", "diamond", "hexagon")
 
 
@@ -168,14 +170,6 @@ def render_image(cfg: SyntheticConfig, split: int, index: int):
     return Image.fromarray(img.astype(np.uint8)), objects
 
 
-def _save_atomic(image: Image.Image, path: str) -> None:
-    # Every file appears whole (temporary, then rename), so processes started together by
-    # torchrun can all write the same set, and none ever reads a half-written image.
-    tmp = f"{path}.{os.getpid()}.tmp"
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
 def _write_split(root: str, cfg: SyntheticConfig, split_name: str, split: int, n: int) -> str:
     folder = os.path.join(root, f"{split_name}2017")
     os.makedirs(folder, exist_ok=True)
@@ -183,7 +177,9 @@ def _write_split(root: str, cfg: SyntheticConfig, split_name: str, split: int, n
     for i in range(n):
         image, objects = render_image(cfg, split, i)
         name = f"{i:06d}.png"
-        _save_atomic(image, os.path.join(folder, name))
+        # every file appears whole (util.files), so processes started together by torchrun
+        # can all write the same set, and none ever reads a half-written image
+        atomic_write(os.path.join(folder, name), lambda f, image=image: image.save(f, format="PNG"))
         images.append({"id": i + 1, "file_name": name, "width": image.width, "height": image.height})
         for cls, box, area in objects:
             annotations.append(
@@ -205,10 +201,7 @@ def _write_split(root: str, cfg: SyntheticConfig, split_name: str, split: int, n
     ann_dir = os.path.join(root, "annotations")
     os.makedirs(ann_dir, exist_ok=True)
     path = os.path.join(ann_dir, f"instances_{split_name}2017.json")
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)  # the JSON appears last and whole: its presence means the split is done
+    write_json(path, data, indent=None)  # the JSON appears last and whole: its presence means the split is done
     return path
 
 

@@ -11,10 +11,10 @@ about 10 minutes on two idle CPU cores and reaches an AP50 around 0.7.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import time
 
+from ..util.files import write_json
 from .build import synthetic_data
 from .checkpoint import CHECKPOINT
 from .predict import predict
@@ -52,8 +52,7 @@ def run_demo(args) -> dict:
         "training_curve": os.path.join(out, CURVE),
         "predictions": pics,
     }
-    with open(os.path.join(out, "demo_summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+    write_json(os.path.join(out, "demo_summary.json"), summary)
     print(
         f"demo done in {elapsed / 60:.1f} min: AP {summary['AP']:.3f}, AP50 {summary['AP50']:.3f}\n"
         f"  metrics         {summary['metrics']}\n  checkpoint      {summary['checkpoint']}\n"

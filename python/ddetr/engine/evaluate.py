@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import math
 import os
 
@@ -17,6 +16,7 @@ import torch
 
 from ..data.check import check_images, require_usable
 from ..data.collate import move_targets
+from ..util.files import write_json
 from . import distributed as D
 from . import precision
 from .build import build_datasets, build_loader
@@ -134,12 +134,7 @@ def evaluate(
 
 def write_metrics(output_dir: str, metrics: dict) -> str:
     """<output_dir>/metrics.json, replaced whole (a reader never sees half a file)."""
-    path = os.path.join(output_dir, "metrics.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(metrics, f, indent=2)
-    os.replace(tmp, path)
-    return path
+    return write_json(os.path.join(output_dir, "metrics.json"), metrics)
 
 
 def run_eval(args) -> dict:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import torch
 
 from ..data.coco import DataError, load_image
 from ..data.transforms import make_transforms
+from ..util.files import atomic_write, write_json
 from ..visualize import SamplingRecorder, draw_prediction
 from .checkpoint import model_from_checkpoint
 from .distributed import resolve_device
@@ -77,7 +77,7 @@ def predict(
                 points = _top_query_points(outputs, recorder, image, top_queries, threshold)
             picture = draw_prediction(image, dets, points)
             out_png = outputs_png[n]
-            picture.save(out_png)
+            atomic_write(out_png, lambda f, picture=picture: picture.save(f, format="PNG"))
             results.append({"image": path, "output": out_png, "detections": dets})
             if not quiet:
                 found = ", ".join(f"{d['name']} {d['score']:.2f}" for d in dets[:5]) + ", ..." * (len(dets) > 5)
@@ -86,10 +86,12 @@ def predict(
         if recorder is not None:
             recorder.remove()
     out_json = os.path.join(output_dir, "detections.json")
-    with open(out_json, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    if failed and len(failed) == len(images):  # nothing detected: the previous run's file stays
+        kept = f"; {out_json} was not written" + (" (the previous one is kept)" if os.path.exists(out_json) else "")
+        raise DataError(f"no image could be read, the first: {failed[0]}{more}{kept}")
+    write_json(out_json, results)
     if failed:
-        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         raise DataError(
             f"{len(failed)} of {len(images)} image(s) could not be read, the first: {failed[0]}{more}; "
             f"{out_json} holds the others' detections"

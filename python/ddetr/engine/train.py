@@ -20,23 +20,14 @@ import torch
 from ..data.check import check_images, describe, require_usable
 from ..data.collate import move_targets
 from ..errors import UserError
+from ..util.files import append_line, atomic_write, remove_stale_temporaries, write_torch
 from ..visualize import draw_training_curve
-from ..weights import WeightsError, load_matching
+from ..weights import load_matching, load_strict
+from ..weights.files import read_checkpoint
 from . import distributed as D
 from . import precision
 from .build import build_datasets, build_detector, build_loader, dataset_info, seed_everything
-from .checkpoint import (
-    CHECKPOINT,
-    CheckpointError,
-    args_to_dict,
-    check_fits,
-    checkpoint_args,
-    load_checkpoint,
-    load_model_state,
-    remove_stale_temporaries,
-    resume_path,
-    save_checkpoint,
-)
+from .checkpoint import CHECKPOINT, CheckpointError, args_to_dict, check_fits, resume_path
 from .evaluate import evaluate, write_metrics
 from .optim import build_optimizer, build_scheduler
 from .options import flag
@@ -239,7 +230,8 @@ def _train(args, dist: D.DistInfo) -> dict:
         if broken:  # the last step of the epoch diverged: keep the previous checkpoint
             raise _stop(f"weight {broken} is not finite", epoch, steps - 1, "")
         if main:  # after the epoch is complete: a good checkpoint is never replaced by a bad one
-            save_checkpoint(
+            write_torch(
+                ckpt_path,
                 {
                     "model": model_without_ddp.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -247,7 +239,6 @@ def _train(args, dist: D.DistInfo) -> dict:
                     "epoch": epoch,
                     "args": args_to_dict(args),
                 },
-                ckpt_path,
             )
         test_stats = {}
         if args.eval_every > 0 and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
@@ -286,7 +277,7 @@ def _pretrained(args, resume: str | None, model, main: bool) -> None:
         return
     try:
         summary = load_matching(model, args.pretrained)
-    except WeightsError as e:
+    except UserError as e:
         raise CheckpointError(f"--pretrained {e}") from None
     if main:
         print(f"pretrained: {summary}", flush=True)
@@ -296,10 +287,10 @@ def _resume(path: str, model, optimizer, scheduler, args) -> tuple:
     """Loads a checkpoint into the model, and when it holds them (a ddetr or official
     training checkpoint) into the optimiser and scheduler; returns (the epoch to start at,
     the schedule options given that differ from the checkpoint's and were applied)."""
-    ckpt = load_checkpoint(path)
-    saved = checkpoint_args(ckpt)
+    ckpt = read_checkpoint(path)
+    saved = ckpt["args"]
     check_fits(saved, args, path)
-    load_model_state(model, ckpt, path)
+    load_strict(model, ckpt["model"], path)
     if not ("optimizer" in ckpt and "lr_scheduler" in ckpt and "epoch" in ckpt):
         return 0, []
     fresh = [(g["lr"], g["weight_decay"]) for g in optimizer.param_groups]  # from these options
@@ -328,9 +319,9 @@ def _log_epoch(
         "n_parameters": n_parameters,
         "time": round(elapsed, 1),
     }
-    with open(log_path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(log) + "\n")
-    draw_training_curve(read_log(log_path)).save(os.path.join(args.output_dir, CURVE))
+    append_line(log_path, json.dumps(log))
+    curve = draw_training_curve(read_log(log_path))
+    atomic_write(os.path.join(args.output_dir, CURVE), lambda f: curve.save(f, format="PNG"))
     if "AP" not in test_stats:
         return None
     metrics = {"epoch": epoch, **{k: v for k, v in test_stats.items() if k != "loss"}}
@@ -347,11 +338,14 @@ def _log_epoch(
 
 def read_log(path: str) -> list:
     """The epochs of log.txt; a resumed run appends to it, so a later line for the same epoch
-    replaces an earlier one."""
+    replaces an earlier one. A line that is not an epoch's entry (cut by a kill) is skipped."""
     epochs = {}
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
-            if line.strip():
+            try:
                 entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("epoch"), int):
                 epochs[entry["epoch"]] = entry
     return [epochs[e] for e in sorted(epochs)]

@@ -60,7 +60,7 @@ def cause(e: BaseException) -> str:
 def temporary_pattern(path: str) -> str:
     """The glob of the temporaries a write to `path` creates (to clean up after a kill)."""
     folder = os.path.dirname(os.path.abspath(path))
-    return os.path.join(glob.escape(folder), "." + glob.escape(os.path.basename(path)) + ".*" + _TMP_SUFFIX)
+    return os.path.join(glob.escape(folder), "." + glob.escape(os.path.basename(path)) + ".*" + _TMP_SUFFIX + "*")
 
 
 def remove_stale_temporaries(path: str) -> None:
@@ -85,10 +85,15 @@ def _fsync_folder(folder: str) -> None:
             os.close(fd)
 
 
-def check_writable(path: str, *, overwrite: bool = True, what: str = "file") -> None:
+def check_writable(path: str, *, overwrite: bool = True, what: str = "file", source: str | None = None) -> None:
     """Refuse, before any work, a destination that cannot take a `what` ("file" or
-    "folder"): the wrong kind of thing already there, or one there and `overwrite` not given."""
+    "folder"): the wrong kind of thing already there, one there and `overwrite` not given, or
+    the `source` being read."""
     path = os.fspath(path)
+    if source is not None:
+        src, dst = os.path.realpath(source), os.path.realpath(path)
+        if src == dst:
+            raise FileWriteError(f"{path}: is the source {source}; give another destination")
     if what == "file" and os.path.isdir(path):
         raise FileWriteError(f"{path}: is a folder, a file was expected")
     if what == "folder" and os.path.exists(path) and not os.path.isdir(path):
@@ -113,7 +118,10 @@ def atomic_path(path: str) -> Iterator[str]:
         os.makedirs(folder, exist_ok=True)
         if os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, "is a folder", path)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=_TMP_SUFFIX, dir=folder)
+        # the temporary keeps the destination's extension: some writers pick the format by it
+        # (PIL) or insist on it (AOTInductor's .pt2)
+        ext = os.path.splitext(path)[1]
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=_TMP_SUFFIX + ext, dir=folder)
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600: the mode any other new file gets
         os.close(fd)
     except OSError as e:
@@ -147,6 +155,25 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None] | bytes | str) ->
     return path
 
 
+def append_line(path: str, line: str) -> None:
+    """Append one line to a log (`path`), whole or not at all: a failed append (disk full)
+    cuts the file back to where it was and is one `FileWriteError` line naming `path`."""
+    path = os.fspath(path)
+    try:
+        with open(path, "ab") as f:
+            size = f.tell()
+            try:
+                f.write((line.rstrip("\n") + "\n").encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError:
+                with contextlib.suppress(OSError):
+                    f.truncate(size)
+                raise
+    except OSError as e:
+        raise FileWriteError(f"{path}: cannot append: {cause(e)}") from None
+
+
 def write_json(path: str, obj, indent: int | None = 2, sort_keys: bool = False) -> str:
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys)
     return atomic_write(path, text + "\n")
@@ -161,6 +188,8 @@ def write_torch(path: str, obj) -> str:
 def read_json(path: str, what: str = "JSON file"):
     """The parsed JSON of `path`; a missing, unreadable or invalid file is one line naming it."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise FileReadError(f"{path}: is a folder, a {what} was expected")
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -170,6 +199,8 @@ def read_json(path: str, what: str = "JSON file"):
         raise FileReadError(f"{path}: cannot read: {cause(e)}") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise FileReadError(f"{path}: not a valid {what}: {cause(e)}") from None
+    except RecursionError:
+        raise FileReadError(f"{path}: not a valid {what}: nested too deeply") from None
 
 
 def load_pickle(path: str, map_location="cpu"):

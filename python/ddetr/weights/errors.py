@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import UserError
 
-class WeightsError(ValueError):
+
+class WeightsError(UserError, ValueError):
     """A weights file that cannot be read, is of no known layout, or does not fit a model.
     The message starts with the file's path."""
 
