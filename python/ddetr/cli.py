@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="--to hf: transformers' own ResNet (loads without timm) or timm's names, as hub files (needs timm); "
         + _default("hf_backbone"),
     )
+    cv.add_argument("--overwrite", action="store_true", default=None, help="replace files already at DST")
 
     add_export_parser(sub)
 
@@ -271,7 +272,7 @@ def main(argv: list | None = None) -> int:
                 compile=args.compile,
             )
         elif args.command == "convert":
-            print(run_convert(args.src, args.dst, args.to, args.hf_backbone))
+            print(run_convert(args.src, args.dst, args.to, args.hf_backbone, args.overwrite))
         elif args.command == "export":
             run_export(args)
     except (UserError, WeightsError, OSError) as e:

@@ -16,6 +16,7 @@ import os
 from ..errors import UserError, option_error
 from ..models import DEFAULTS as MODEL
 from ..weights import load
+from ..weights.files import read_checkpoint
 from ..weights.variant import ARCHITECTURE
 
 DATA = dict(
@@ -121,14 +122,84 @@ def pretrained_options(path: str) -> dict:
     return {k: v for k, v in info.options.items() if k in ARCHITECTURE and k != "num_classes"}
 
 
+# What a resumed run does not take from its checkpoint when not given: where and how this
+# run works, not what it trains. Every other option not given is the checkpoint's.
+NOT_RESUMED = {
+    "preset", "coco_path", "train_images", "train_ann", "val_images", "val_ann", "output_dir", "device",
+    "num_workers", "compile", "resume", "overwrite", "pretrained", "print_freq", "max_steps", "quiet", "verbose",
+    "find_unused_parameters", "backbone_weights",
+}  # fmt: skip
+
+
+def _given(args, name: str) -> bool:
+    return getattr(args, name, None) not in (None, False)
+
+
+def refuse_contradictions(command: str, args: argparse.Namespace) -> None:
+    """UserError for options given together that contradict each other (before `resolve`
+    fills the others: only what the user gave counts), rather than one silently winning."""
+    pairs = [
+        ("amp", "dtype", lambda: args.dtype != "bfloat16", "--amp computes in bfloat16"),
+        ("resume", "pretrained", lambda: args.resume != "auto", "a resumed run continues its own weights"),
+        ("resume", "overwrite", lambda: True, "--overwrite starts afresh"),
+        ("show_sampling_points", "compile", lambda: True, "the points are recorded by a hook on the uncompiled model"),
+    ]
+    if command == "convert" and args.to == "official" and _given(args, "hf_backbone"):
+        raise UserError(f"--backbone {args.hf_backbone}: only --to hf writes backbone names; --to official takes none")
+    if command == "predict" and _given(args, "top_queries") and not _given(args, "show_sampling_points"):
+        raise UserError("--top-queries: only used with --show-sampling-points, which was not given")
+    if command == "export" and _given(args, "num_select") and not _given(args, "postprocess"):
+        raise UserError("--num-select: only used with --postprocess, which was not given")
+
+    def show(name):
+        v = getattr(args, name)
+        return flag(name) if v is True else f"{flag(name)} {v}"
+
+    for a, b, clash, why in pairs:
+        if _given(args, a) and _given(args, b) and clash():
+            raise UserError(f"{show(a)} and {show(b)} contradict each other ({why}); give one of them")
+
+
+def resume_options(args: argparse.Namespace, output_dir: str) -> dict:
+    """The options of the checkpoint --resume names (none when 'auto' finds none), after
+    refusing, before anything else loads, those given that contradict it: a model option
+    (the weights would not fit) or one that changes the optimiser's parameter groups."""
+    from .checkpoint import check_fits, resume_path  # checkpoint imports this module
+
+    path = resume_path(args.resume, output_dir)
+    if path is None:
+        return {}
+    saved = read_checkpoint(path)["args"]
+    check_fits(saved, args, path)
+    groups = dict(
+        train_full_backbone=lambda v: bool(v),
+        lr_backbone=lambda v: "the backbone trains" if v > 0 else "the backbone is frozen",
+    )
+    for name, effect in groups.items():
+        given, old = getattr(args, name, None), saved.get(name)
+        if given is not None and old is not None and effect(given) != effect(old):
+            raise UserError(
+                f"{flag(name)} {given}: {path} was trained with {flag(name)} {old}, and changing it changes the "
+                "parameters the optimiser trains, which a resumed run cannot; start a new run with --pretrained"
+            )
+    return {k: v for k, v in saved.items() if k in DEFAULTS and k not in NOT_RESUMED and v is not None}
+
+
 def resolve(command: str, args: argparse.Namespace) -> argparse.Namespace:
     """Fill every option `args` left as None, once (see the module docstring). `ddetr train`
     without data trains on the synthetic set, at the demo's image size unless given; with
-    --pretrained, the weights' architecture comes before the preset."""
+    --pretrained, the weights' architecture comes before the preset; with --resume, the
+    checkpoint's options come before everything. Options given together that contradict
+    each other are refused first."""
+    refuse_contradictions(command, args)
     preset = "demo" if command == "demo" else getattr(args, "preset", None) or DEFAULTS["preset"]
     layers = [PRESETS[preset], COMMAND_DEFAULTS.get(command, {})]
     if getattr(args, "pretrained", None):
         layers.insert(0, pretrained_options(args.pretrained))
+    if command == "train" and getattr(args, "resume", None):
+        output_dir = args.output_dir or next((la["output_dir"] for la in layers if "output_dir" in la), None)
+        output_dir = output_dir or DEFAULTS["output_dir"]
+        layers.insert(0, resume_options(args, output_dir))
     if command == "train" and not has_data(args):
         layers.insert(1, {"image_size": DEMO_PRESET["image_size"]})
     names = set(vars(args)) | set(ENGINE_READS.get(command, ()))

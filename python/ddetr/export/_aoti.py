@@ -8,6 +8,7 @@ import os
 
 import torch
 
+from ..util.files import atomic_path
 from ._graph import ExportError, export_program
 
 
@@ -32,9 +33,9 @@ def to_aoti(
         if isinstance(model, torch.export.ExportedProgram)
         else export_program(model, image_size, dynamic, postprocess, num_select)
     )
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with torch.no_grad():
-        return torch._inductor.aoti_compile_and_package(program, package_path=path)
+    with torch.no_grad(), atomic_path(path) as tmp:  # whole or not at all (the temporary keeps .pt2)
+        torch._inductor.aoti_compile_and_package(program, package_path=tmp)
+    return path
 
 
 def load_aoti(path: str):

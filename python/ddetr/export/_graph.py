@@ -13,6 +13,10 @@ from ..models.postprocess import top_detections
 from ..nn import MSDeformAttn
 from ..util.misc import NestedTensor
 
+# The largest image side an exported graph takes (its dynamic shapes' bound, and the largest
+# example traced): beyond it the trace alone needs hundreds of GB.
+MAX_SIDE = 16384
+
 
 class ExportError(UserError, ValueError):
     """The model or the export options cannot be exported as asked (`ddetr export` prints it as
@@ -83,21 +87,29 @@ def positions(model: DeformableDETR, h: int, w: int) -> int:
 
 
 def size_limits(model: DeformableDETR) -> tuple:
-    """(min, max or None) image side the exported graph accepts: the coarsest level at least
-    2 cells across (a 1-cell level specialises broadcasting in the trace), for two-stage enough
-    encoder positions for the num_queries proposals, and for the learned position embedding at most its 50 cells on
-    the finest level."""
+    """(min, max) image side the exported graph accepts: the coarsest level at least 2 cells
+    across (a 1-cell level specialises broadcasting in the trace), for two-stage enough
+    encoder positions for the num_queries proposals; at most MAX_SIDE, and for the learned
+    position embedding at most its 50 cells on the finest level."""
     strides = _level_strides(model)
     low = max(strides) + 1
     if model.two_stage:
         while positions(model, low, low) < model.transformer.two_stage_num_proposals:
             low += 1
-    high = 50 * min(strides) if isinstance(model.backbone[1], PositionEmbeddingLearned) else None
+    high = 50 * min(strides) if isinstance(model.backbone[1], PositionEmbeddingLearned) else MAX_SIDE
     return low, high
 
 
-def check_image_size(model: DeformableDETR, image_size) -> tuple:
+def check_side_limit(image_size) -> tuple:
+    """(h, w) of `image_size` (an int or (h, w)), refused above MAX_SIDE: needs no model."""
     h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if max(h, w) > MAX_SIDE:
+        raise ExportError(f"image size {h}x{w} is above {MAX_SIDE}, the largest side an exported graph takes")
+    return h, w
+
+
+def check_image_size(model: DeformableDETR, image_size) -> tuple:
+    h, w = check_side_limit(image_size)
     low, high = size_limits(model)
     if min(h, w) < low:
         why = (
@@ -106,7 +118,7 @@ def check_image_size(model: DeformableDETR, image_size) -> tuple:
             else f"the coarsest feature level, stride {low - 1}, needs 2 cells"
         )
         raise ExportError(f"image size {h}x{w} is below this model's minimum side {low} ({why})")
-    if high is not None and max(h, w) > high:
+    if max(h, w) > high:
         raise ExportError(
             f"image size {h}x{w} is above {high}, the largest the learned position "
             "embedding covers (50 cells at the finest level)"
@@ -129,8 +141,8 @@ def dynamic_shapes(model: DeformableDETR, postprocess: bool) -> tuple:
 
     low, high = size_limits(model)
     batch = Dim("batch", min=1, max=1024)
-    height = Dim("height", min=low, max=high or 16384)
-    width = Dim("width", min=low, max=high or 16384)
+    height = Dim("height", min=low, max=high)
+    width = Dim("width", min=low, max=high)
     shapes = ({0: batch, 2: height, 3: width}, {0: batch, 1: height, 2: width})
     return shapes + ({0: batch},) if postprocess else shapes
 

@@ -3,10 +3,9 @@ deformable attention translated to GridSample (portable) or TensorRT's plugin no
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from ..util.files import atomic_path
 from ._graph import (
     DetectorGraph,
     ExportError,
@@ -90,8 +89,8 @@ def to_onnx(
     if got != opset:
         raise ExportError(f"the exporter produced opset {got}, not the requested {opset}")
     _check_complete(program.model_proto, model, attention)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    program.save(path, external_data=False)
+    with atomic_path(path) as tmp:  # whole or not at all: a full disk keeps the previous file
+        program.save(tmp, external_data=False)
     return path
 
 

@@ -5,8 +5,9 @@ come from the checkpoint's `args` (and the number of classes from its class head
 from __future__ import annotations
 
 from ..engine.checkpoint import model_from_checkpoint
+from ..util.files import check_writable
 from ._aoti import to_aoti
-from ._graph import ExportError
+from ._graph import ExportError, check_side_limit
 from ._onnx import DEFAULT_OPSET, to_onnx
 
 
@@ -39,6 +40,8 @@ def add_parser(sub) -> None:
         help="also output the top --num-select scores, labels and boxes (takes target_sizes)",
     )
     p.add_argument("--num-select", type=int, default=None, help="default: from the checkpoint (100)")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --output")
+    p.add_argument("--verbose", action="store_true", default=None, help="show the exporters' warnings")
 
 
 def run(args) -> None:
@@ -49,6 +52,11 @@ def run(args) -> None:
     size = tuple(args.trace_size) if len(args.trace_size) == 2 else args.trace_size[0]
     if args.format == "aoti" and (args.attention != "portable" or args.opset is not None):
         raise ExportError("--attention and --opset are ONNX options; --format aoti takes neither")
+    if args.format == "aoti" and not args.output.endswith(".pt2"):
+        raise ExportError(f"--output {args.output}: an AOTInductor package's name must end in .pt2")
+    # everything that needs no model before the model loads and the trace starts
+    check_side_limit(size)
+    check_writable(args.output, overwrite=args.overwrite, source=args.checkpoint)
     model, post, _ = model_from_checkpoint(args.checkpoint, num_select=args.num_select)
     common = {
         "image_size": size,

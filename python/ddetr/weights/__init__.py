@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..util.files import check_writable
 from . import files
 from .errors import WeightsError, first
 from .fitting import load_matching, load_strict
@@ -92,15 +93,62 @@ def load(path) -> tuple[dict, WeightsInfo]:
     )
 
 
+FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")  # what --to official writes
+
+
+def _has_safetensors() -> bool:
+    try:
+        import safetensors  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_destination(src, dst, to: str, overwrite: bool = True) -> list:
+    """The files `convert(src, dst, to)` will write, refused before any work when they cannot
+    be: the wrong kind (a file where the HF folder goes, a folder or other suffix where the
+    official file goes), the source itself, or there already and `overwrite` not given."""
+    src, dst = os.fspath(src), os.fspath(dst)
+    if not os.path.exists(src):
+        raise WeightsError(f"{src}: no such file or folder")
+    sources = [src]
+    if os.path.isdir(src):
+        sources += [os.path.join(src, n) for n in (*files.HF_WEIGHTS, *files.HF_INDEXES, files.HF_CONFIG)]
+    if to == "hf":
+        if dst.endswith(FILE_SUFFIXES):
+            raise WeightsError(f"{dst}: --to hf writes a folder (config.json + weights), not a file")
+        check_writable(dst, what="folder", source=src)
+        out = list(files.hf_files(dst, _has_safetensors()))
+    elif to == "official":
+        if not dst.endswith(FILE_SUFFIXES) or os.path.isdir(dst):
+            raise WeightsError(f"{dst}: --to official writes a file ending in {' or '.join(FILE_SUFFIXES)}")
+        out = [dst]
+    else:
+        raise ValueError(f"to must be 'hf' or 'official', got {to!r}")
+    for path in out:
+        for s in sources:
+            check_writable(path, overwrite=True, source=s)
+        check_writable(path, overwrite=overwrite)
+    return out
+
+
 def convert(
-    src, dst, to: str = "hf", backbone: str = "transformers", id2label: dict | None = None, options: dict | None = None
+    src,
+    dst,
+    to: str = "hf",
+    backbone: str = "transformers",
+    id2label: dict | None = None,
+    options: dict | None = None,
+    overwrite: bool = True,
 ) -> WeightsInfo:
     """Convert `src` (either layout, any format) to `dst`. to='hf': `dst` is a folder that
     gets config.json + model.safetensors (pytorch_model.bin without safetensors installed);
     `backbone` picks the ResNet names and config: 'transformers' (loads with no timm) or
     'timm' (as hub files). to='official': `dst` is a .pth ({'model': state}) or .safetensors.
     `options`: what the tensors cannot tell, for config.json (e.g. two-stage `num_queries`);
-    a .pth keeps them (and the class names) in its `args`."""
+    a .pth keeps them (and the class names) in its `args`. `dst` checked first
+    (`check_destination`); each file is written whole or not at all."""
+    check_destination(src, dst, to, overwrite)
     state, info = load(src)
     info.options.update(options or {})
     dst = os.fspath(dst)
@@ -109,13 +157,7 @@ def convert(
         config = to_config(info.options, backbone, names)
         if info.label_to_category:
             config[CATEGORIES_KEY] = {str(k): v for k, v in info.label_to_category.items()}
-        try:
-            import safetensors  # noqa: F401
-
-            use_safetensors = True
-        except ImportError:
-            use_safetensors = False
-        files.write_hf_folder(official_to_hf(state, backbone, info.path), config, dst, use_safetensors)
+        files.write_hf_folder(official_to_hf(state, backbone, info.path), config, dst, _has_safetensors())
     elif to == "official":
         # args keep what the tensors cannot tell (heads, two-stage queries, class names); the
         # official code reads only 'model'. A .safetensors file holds tensors only.
@@ -130,6 +172,7 @@ def convert(
 __all__ = [
     "load",
     "convert",
+    "check_destination",
     "load_strict",
     "load_matching",
     "WeightsInfo",
