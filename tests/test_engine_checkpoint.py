@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from ddetr.util.files import FileReadError, FileWriteError, write_torch
+from ddetr.util.files import FileWriteError, write_torch
 from ddetr.weights import WeightsError
 from ddetr.weights.files import read_checkpoint
 
@@ -28,11 +28,11 @@ def test_roundtrip_and_official_namespace_args(tmp_path):
 
 
 def test_errors_name_the_file(tmp_path):
-    with pytest.raises(FileReadError, match="nope.pth: no such file"):
+    with pytest.raises(WeightsError, match="nope.pth: no such file"):
         read_checkpoint(str(tmp_path / "nope.pth"))
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"garbage")
-    with pytest.raises(FileReadError, match="bad.pth: cannot read weights: truncated") as e:
+    with pytest.raises(WeightsError, match="bad.pth: cannot read weights: truncated") as e:
         read_checkpoint(str(bad))
     assert "weights_only" not in str(e.value)
     write_torch(str(bad), {"model": {"w": torch.ones(1)}, "epoch": "one"})

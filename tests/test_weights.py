@@ -155,6 +155,7 @@ def test_bad_files(tmp_path, content):
     with pytest.raises(WeightsError, match=expected) as e:
         weights.load(path)
     assert str(e.value).startswith(path) and len(str(e.value)) < 600
+    assert "weights_only" not in str(e.value)  # never suggests unpickling an untrusted file
 
 
 def test_missing_path_and_empty_folder(tmp_path):

@@ -7,9 +7,12 @@ once, from the preset, the command's defaults and the one table of defaults.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import subprocess
 import sys
+import warnings
 
 from .engine.build import synthetic_data
 from .engine.check_data import run_check_data
@@ -23,7 +26,6 @@ from .errors import UserError, is_worker_error, one_line
 from .export.cli import add_parser as add_export_parser
 from .export.cli import run as run_export
 from .models import DEFAULTS as MODEL_DEFAULTS
-from .weights import WeightsError
 
 
 def _default(name: str, command: str | None = None) -> str:
@@ -114,7 +116,7 @@ def _add_train_options(p: argparse.ArgumentParser, command: str) -> None:
     a("--print-freq", type=int)
     g.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
     a("--quiet", action="store_true")
-    a("--verbose", "print COCOeval's full summary", action="store_true")
+    a("--verbose", "print COCOeval's full summary and the libraries' warnings", action="store_true")
     a("--find-unused-parameters", action=argparse.BooleanOptionalAction)
     a(
         "--train-full-backbone",
@@ -211,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--overwrite", action="store_true", default=None, help="replace files already at DST")
 
     add_export_parser(sub)
+    for p in (ev, pr, cd, cv):
+        p.add_argument("--verbose", action="store_true", default=None, help="show the libraries' warnings")
 
     sub.add_parser("bench", help="run the benchmark suite (python -m pytest benchmarks ARGS...)", add_help=False)
     return parser
@@ -237,11 +241,33 @@ def _error(command: str, e: BaseException) -> int:
     return 1
 
 
+@contextlib.contextmanager
+def _library_warnings(shown: bool):
+    """Library warnings (torch, the ONNX exporter, PIL, ...) hidden unless --verbose: a
+    command prints its own lines, and a failing one its one error line."""
+    if shown:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
+
+
 def main(argv: list | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":  # everything after it goes to pytest untouched
         return bench(argv[1:])
     args = build_parser().parse_args(argv)
+    with _library_warnings(shown=bool(getattr(args, "verbose", False))):
+        return _run(args)
+
+
+def _run(args) -> int:
     no_data = args.command == "train" and not has_data(args)
     try:
         args = resolve(args.command, args)  # reads --pretrained's options
@@ -275,7 +301,7 @@ def main(argv: list | None = None) -> int:
             print(run_convert(args.src, args.dst, args.to, args.hf_backbone, args.overwrite))
         elif args.command == "export":
             run_export(args)
-    except (UserError, WeightsError, OSError) as e:
+    except (UserError, OSError) as e:
         # what the user can fix (OSError: a file or folder the system refused), as one line
         return _error(args.command, e)
     except Exception as e:

@@ -4,6 +4,8 @@ and what was written. The destination is checked before anything is read
 
 from __future__ import annotations
 
+import os
+
 from ..weights import check_destination, convert
 
 
@@ -16,7 +18,7 @@ def run_convert(src: str, dst: str, to: str, backbone: str = "transformers", ove
         + f", {info.variant}, {info.options['backbone']}, {info.num_classes} classes"
     )
     if to == "hf":
-        written = f"{out[1]} + {out[0]} (HF layout, {backbone} backbone)"
+        written = f"{out[1]} + {os.path.basename(out[0])} (HF layout, {backbone} backbone)"
     else:
         written = f"{dst} (official layout)"
     return f"{src}: {read} -> {written}"

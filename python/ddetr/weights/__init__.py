@@ -18,7 +18,7 @@ from ..util.files import check_writable
 from . import files
 from .errors import WeightsError, first
 from .fitting import load_matching, load_strict
-from .hf_config import from_config, to_config
+from .hf_config import CATEGORIES_KEY, from_config, to_config
 from .layout import backbone_route, complete_heads, detect_layout, hf_to_official, official_to_hf, strip_wrappers
 from .variant import describe, variant_name
 
@@ -34,11 +34,6 @@ class WeightsInfo:
     id2label: dict = field(default_factory=dict)  # class names: HF config.json's, or a ddetr checkpoint's data set's
     args: dict = field(default_factory=dict)  # a checkpoint's training options (official or ddetr), if any
     label_to_category: dict = field(default_factory=dict)  # a ddetr run's data set's category ids, if known
-
-
-# config.json's entry for a ddetr run's category ids (label -> id): transformers keeps
-# unknown config entries, and ddetr reads it back
-CATEGORIES_KEY = "ddetr_label_to_category"
 
 
 def _stated_by_args(args: dict) -> dict:

@@ -53,23 +53,23 @@ def check_safetensors_header(path: str) -> dict:
             head = f.read(8)
             n = struct.unpack("<Q", head)[0] if len(head) == 8 else None
             if n is None or n > min(size - 8, _ST_MAX_HEADER):
-                raise WeightsError(f"{path}: not a .safetensors file (no valid header length; truncated?)")
+                raise WeightsError(f"{path}: cannot read weights: no valid .safetensors header length (truncated?)")
             raw = f.read(n)
     except OSError as e:
-        raise FileReadError(f"{path}: cannot read: {cause(e)}") from None
+        raise WeightsError(f"{path}: cannot read: {cause(e)}") from None
     try:
         header = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise WeightsError(f"{path}: .safetensors header is not valid JSON") from None
+        raise WeightsError(f"{path}: cannot read weights: .safetensors header is not valid JSON") from None
     if not isinstance(header, dict):
-        raise WeightsError(f"{path}: .safetensors header is not a JSON object")
+        raise WeightsError(f"{path}: cannot read weights: .safetensors header is not a JSON object")
     data = size - 8 - n
     for name, entry in header.items():
         if name == "__metadata__":
             if not isinstance(entry, dict):
-                raise WeightsError(f"{path}: .safetensors __metadata__ is not an object")
+                raise WeightsError(f"{path}: cannot read weights: .safetensors __metadata__ is not an object")
             continue
-        where = f"{path}: .safetensors entry {name!r}"
+        where = f"{path}: cannot read weights: .safetensors entry {name!r}"
         if not isinstance(entry, dict):
             raise WeightsError(f"{where}: not an object")
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
@@ -88,6 +88,14 @@ def check_safetensors_header(path: str) -> dict:
         if offsets[1] - offsets[0] != math.prod(shape) * _ST_SIZES[dtype]:
             raise WeightsError(f"{where}: data_offsets {offsets} do not hold a {dtype} tensor of shape {shape}")
     return header
+
+
+def _load_pickle(path: str):
+    """util.files.load_pickle, its failures as the WeightsError every weights reader raises."""
+    try:
+        return load_pickle(path)
+    except FileReadError as e:
+        raise WeightsError(str(e)) from None
 
 
 def _options(args, path: str) -> dict | None:
@@ -114,7 +122,7 @@ def read_checkpoint(path: str) -> dict:
     'epoch', 'args' when it can be resumed), checked: 'model' a state dict, 'args' a dict
     (an official Namespace is turned into one), 'epoch' an integer. The one checkpoint reader."""
     path = os.fspath(path)
-    ckpt = load_pickle(path)
+    ckpt = _load_pickle(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise WeightsError(f"{path}: not a ddetr / Deformable DETR checkpoint (no 'model' entry)")
     return _checkpoint(ckpt, path)
@@ -143,7 +151,7 @@ def _read_file(path: str) -> tuple[dict, dict | None]:
             raise
         except Exception as e:  # noqa: BLE001 - the header was checked: what is left is I/O
             raise WeightsError(f"{path}: cannot read weights: {cause(e)}") from None
-    obj = load_pickle(path)
+    obj = _load_pickle(path)
     if isinstance(obj, dict) and "model" in obj:  # official / ddetr checkpoints
         ckpt = _checkpoint(obj, path)
         return ckpt["model"], ckpt["args"] or None

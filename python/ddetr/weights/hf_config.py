@@ -1,4 +1,6 @@
-"""transformers' DeformableDetrConfig (config.json) <-> ddetr model options.
+"""transformers' DeformableDetrConfig (config.json) <-> ddetr model options: one table of
+fields, read in both directions (as weights/names.py does for tensor names), holding each
+field's JSON type and range, so that a config.json is checked field by field before use.
 
 Two backbone routes: 'transformers' writes `use_timm_backbone: false` and a ResNet
 `backbone_config`, which transformers builds with its own ResNet (no timm needed);
@@ -7,38 +9,81 @@ which needs timm (and so torchvision) wherever it is loaded."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..models.backbone import _RESNETS
 from .errors import WeightsError
 
 _STAGES = ("stage2", "stage3", "stage4")  # C3..C5, as ddetr's Backbone returns them
 
+# config.json's entry for a ddetr run's category ids (label -> id): transformers keeps
+# unknown config entries, and ddetr reads it back
+CATEGORIES_KEY = "ddetr_label_to_category"
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str  # config.json's name
+    option: str | None  # the ddetr option it carries; None: a fixed `value`
+    kind: type  # its JSON type: int, bool or str
+    low: int | None = None
+    high: int | None = None
+    choices: tuple = ()
+    default: object = None  # written when the options do not say
+    value: object = None  # fixed fields: what ddetr writes, and the only value it reads
+    two_stage: bool | None = None  # read only for (or not for) two-stage models
+
+    def check(self, v, where: str) -> None:
+        ok = isinstance(v, self.kind) and (self.kind is bool or not isinstance(v, bool))
+        ok = ok and (self.low is None or v >= self.low) and (self.high is None or v <= self.high)
+        ok = ok and (not self.choices or v in self.choices) and (self.value is None or v == self.value)
+        if not ok:
+            raise WeightsError(f"{where}: config.json field {self.key!r} is {v!r}: expected {self.expected()}")
+
+    def expected(self) -> str:
+        if self.value is not None:
+            return repr(self.value)
+        if self.choices:
+            return "one of " + ", ".join(map(repr, self.choices))
+        text = {int: "an integer", bool: "true or false", str: "a string"}[self.kind]
+        return text + (f" >= {self.low}" if self.low is not None else "") + (f" <= {self.high}" if self.high else "")
+
+
+FIELDS = (
+    Field("model_type", None, str, value="deformable_detr"),
+    Field("activation_function", None, str, value="relu"),
+    Field("d_model", "hidden_dim", int, 1),
+    Field("encoder_layers", "enc_layers", int, 1),
+    Field("decoder_layers", "dec_layers", int, 1),
+    Field("encoder_ffn_dim", "dim_feedforward", int, 1),
+    Field("decoder_ffn_dim", "dim_feedforward", int, 1),  # ddetr: one value for both
+    Field("encoder_attention_heads", "nheads", int, 1),
+    Field("decoder_attention_heads", "nheads", int, 1),
+    Field("encoder_n_points", "enc_n_points", int, 1),
+    Field("decoder_n_points", "dec_n_points", int, 1),
+    Field("num_feature_levels", "num_feature_levels", int, 1, 4),
+    Field("with_box_refine", "with_box_refine", bool),
+    Field("two_stage", "two_stage", bool),
+    Field("num_queries", "num_queries", int, 1, default=300, two_stage=False),
+    Field("two_stage_num_proposals", "num_queries", int, 1, default=300, two_stage=True),
+    Field("position_embedding_type", "position_embedding", str, choices=("sine", "learned"), default="sine"),
+    Field("dilation", "dilation", bool, default=False),
+)
+BY_KEY = {f.key: f for f in FIELDS}
+_WRITTEN_ONLY = dict(
+    architectures=["DeformableDetrForObjectDetection"], auxiliary_loss=False, use_pretrained_backbone=False
+)
+
 
 def to_config(opts: dict, route: str, id2label: dict | None = None) -> dict:
+    config = dict(_WRITTEN_ONLY)
+    for f in FIELDS:
+        if f.option is None:
+            config[f.key] = f.value
+        else:
+            config[f.key] = opts[f.option] if f.default is None else opts.get(f.option, f.default)
     levels = opts["num_feature_levels"]
-    config = dict(
-        model_type="deformable_detr",
-        architectures=["DeformableDetrForObjectDetection"],
-        d_model=opts["hidden_dim"],
-        encoder_layers=opts["enc_layers"],
-        decoder_layers=opts["dec_layers"],
-        encoder_ffn_dim=opts["dim_feedforward"],
-        decoder_ffn_dim=opts["dim_feedforward"],
-        encoder_attention_heads=opts["nheads"],
-        decoder_attention_heads=opts["nheads"],
-        encoder_n_points=opts["enc_n_points"],
-        decoder_n_points=opts["dec_n_points"],
-        num_feature_levels=levels,
-        with_box_refine=opts["with_box_refine"],
-        two_stage=opts["two_stage"],
-        num_queries=opts.get("num_queries", 300),
-        two_stage_num_proposals=opts.get("num_queries", 300),
-        position_embedding_type=opts.get("position_embedding", "sine"),
-        dilation=opts.get("dilation", False),
-        activation_function="relu",
-        auxiliary_loss=False,
-        use_pretrained_backbone=False,
-        id2label={str(i): (id2label or {}).get(i, f"LABEL_{i}") for i in range(opts["num_classes"])},
-    )
+    config["id2label"] = {str(i): (id2label or {}).get(i, f"LABEL_{i}") for i in range(opts["num_classes"])}
     block, depths = _RESNETS[opts["backbone"]]
     if route == "timm":
         config.update(use_timm_backbone=True, backbone=opts["backbone"], backbone_config=None)
@@ -66,47 +111,59 @@ def to_config(opts: dict, route: str, id2label: dict | None = None) -> dict:
 
 
 def _resnet_name(bc: dict, where: str) -> str:
-    expansion = 4 if bc.get("layer_type", "bottleneck") == "bottleneck" else 1
-    for name, (block, depths) in _RESNETS.items():
-        if list(depths) == list(bc.get("depths", ())) and block.expansion == expansion:
+    layer_type, depths = bc.get("layer_type", "bottleneck"), bc.get("depths")
+    if layer_type not in ("bottleneck", "basic") or not isinstance(depths, list):
+        raise WeightsError(
+            f"{where}: config.json backbone_config needs layer_type 'bottleneck' or 'basic' and a list of depths, "
+            f"got {layer_type!r} and {depths!r}"
+        )
+    expansion = 4 if layer_type == "bottleneck" else 1
+    for name, (block, d) in _RESNETS.items():
+        if list(d) == depths and block.expansion == expansion:
             return name
-    raise WeightsError(
-        f"{where}: backbone_config (ResNet {bc.get('layer_type')} {bc.get('depths')}) is none of {sorted(_RESNETS)}"
+    raise WeightsError(f"{where}: backbone_config (ResNet {layer_type} {depths}) is none of {sorted(_RESNETS)}")
+
+
+def _label_table(config: dict, key: str, kind: type, where: str) -> None:
+    """`key` absent, or an object of label numbers ("0", "1", ...) -> `kind`."""
+    table = config.get(key)
+    if table is None:
+        return
+    ok = isinstance(table, dict) and all(
+        isinstance(k, str) and k.isdigit() and isinstance(v, kind) and not isinstance(v, bool) for k, v in table.items()
     )
+    if not ok:
+        what = "names" if kind is str else "category ids"
+        raise WeightsError(f"{where}: config.json field {key!r}: expected an object of label numbers -> {what}")
 
 
 def from_config(config: dict, where: str) -> dict:
-    """The ddetr options a config.json states (those the tensors cannot tell included)."""
-
-    def same(a, b):
-        if config.get(a, config.get(b)) != config.get(b, config.get(a)):
-            raise WeightsError(
-                f"{where}: config.json has {a}={config.get(a)} but {b}={config.get(b)}; ddetr uses one value for both"
-            )
-        return config.get(a)
-
-    opts = {}
-    for key, name in (
-        ("d_model", "hidden_dim"),
-        ("encoder_layers", "enc_layers"),
-        ("decoder_layers", "dec_layers"),
-        ("encoder_n_points", "enc_n_points"),
-        ("decoder_n_points", "dec_n_points"),
-        ("num_feature_levels", "num_feature_levels"),
-        ("with_box_refine", "with_box_refine"),
-        ("two_stage", "two_stage"),
-        ("dilation", "dilation"),
-        ("position_embedding_type", "position_embedding"),
-    ):
+    """The ddetr options a config.json states (those the tensors cannot tell included),
+    each field checked against the table: type, range, and one value where ddetr has one
+    option for two fields."""
+    if not isinstance(config, dict):
+        raise WeightsError(f"{where}: config.json is not a JSON object")
+    for key, f in BY_KEY.items():
         if config.get(key) is not None:
-            opts[name] = config[key]
-    if same("encoder_ffn_dim", "decoder_ffn_dim") is not None:
-        opts["dim_feedforward"] = config["encoder_ffn_dim"]
-    if same("encoder_attention_heads", "decoder_attention_heads") is not None:
-        opts["nheads"] = config["encoder_attention_heads"]
-    queries = config.get("two_stage_num_proposals" if config.get("two_stage") else "num_queries")
-    if queries is not None:
-        opts["num_queries"] = queries
+            f.check(config[key], where)
+    opts, source = {}, {}
+    two_stage = bool(config.get("two_stage"))
+    for f in FIELDS:
+        v = config.get(f.key)
+        if f.option is None or v is None or f.two_stage not in (None, two_stage):
+            continue
+        if f.option in opts and opts[f.option] != v:
+            raise WeightsError(
+                f"{where}: config.json has {source[f.option]}={opts[f.option]} but {f.key}={v}; "
+                "ddetr uses one value for both"
+            )
+        opts[f.option], source[f.option] = v, f.key
+    _label_table(config, "id2label", str, where)
+    _label_table(config, CATEGORIES_KEY, int, where)
+    for key, kind in (("backbone_config", dict), ("backbone", str), ("use_timm_backbone", bool)):
+        if config.get(key) is not None and not isinstance(config[key], kind):
+            expected = {dict: "an object", str: "a string", bool: "true or false"}[kind]
+            raise WeightsError(f"{where}: config.json field {key!r} is {config[key]!r}: expected {expected} or null")
     bc = config.get("backbone_config")
     if isinstance(bc, dict) and bc.get("model_type") == "resnet":
         opts["backbone"] = _resnet_name(bc, where)
