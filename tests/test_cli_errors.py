@@ -349,7 +349,7 @@ def test_bad_image_found_at_start_and_by_check_data(run, tmp_path):
     one_error(ddetr("train", "--coco-path", bad, "--output-dir", tmp_path / "o", *TRAIN), "train", first)
     assert not (tmp_path / "o" / "checkpoint.pth").exists()
     rc, stdout, err = ddetr("check-data", "--coco-path", bad)
-    one_error((rc, stdout, err), "check-data", "1 unreadable image")
+    one_error((rc, stdout, err), "check-data", "1 unreadable or mis-sized image")
     assert first in stdout and "train:" in stdout and "val:" in stdout
     rc, stdout, err = ddetr("check-data", "--coco-path", data)
     assert rc == 0 and "4 image(s), 4 with a usable box" in stdout, err

@@ -12,18 +12,28 @@ from .coco import CocoDetection, DataError, load_image
 
 
 def image_problems(ds: CocoDetection, full: bool = False) -> list:
-    """One message per image that cannot be used: missing, not an image, empty, or (with
+    """One message per image that cannot be used: missing, not an image, empty, of another
+    size than the annotation file says (its boxes were drawn on another image), or (with
     `full`) not decodable to the end."""
     problems = []
     for image_id in ds.ids:
-        path = os.path.join(ds.img_folder, ds.coco.imgs[image_id]["file_name"])
+        info = ds.coco.imgs[image_id]
+        path = os.path.join(ds.img_folder, info["file_name"])
         try:
             if full:
-                load_image(path, image_id)
-                continue
-            with Image.open(path) as im:
-                if min(im.size) < 1:
-                    problems.append(f"{path}: empty image {im.size} (image id {image_id})")
+                size = load_image(path, image_id).size
+            else:
+                with Image.open(path) as im:
+                    size = im.size
+                if min(size) < 1:
+                    problems.append(f"{path}: empty image {size} (image id {image_id})")
+                    continue
+            said = (info.get("width"), info.get("height"))
+            if None not in said and tuple(said) != tuple(size):
+                problems.append(
+                    f"{path}: is {size[0]}x{size[1]} (width x height), but {ds.ann_file} says "
+                    f"{said[0]:g}x{said[1]:g} for image id {image_id}: its boxes were drawn on another image"
+                )
         except DataError as e:
             problems.append(str(e))
         except FileNotFoundError:

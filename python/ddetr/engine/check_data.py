@@ -25,5 +25,5 @@ def run_check_data(args) -> None:
             print(f"  {p}", flush=True)
         problems += found
     if problems or nothing:
-        what = [f"{len(problems)} unreadable image(s) (listed above)"] if problems else []
+        what = [f"{len(problems)} unreadable or mis-sized image(s) (listed above)"] if problems else []
         raise DataError("; ".join(what + nothing))

@@ -146,8 +146,8 @@ def run_eval(args) -> dict:
         dtype = parse_dtype("bfloat16" if args.amp else args.dtype)
         args.image_size = from_checkpoint(args.image_size, saved, "image_size")
         _, val_set = build_datasets(args, need_train=False)
+        check_images(val_set)  # first: an image of another size than the JSON says explains no usable box
         require_usable(val_set, "val")
-        check_images(val_set)
         loader = build_loader(val_set, args.batch_size, False, dist, 0, args.num_workers)
         bar = Progress(len(loader), "eval", enabled=dist.is_main and not args.quiet, print_freq=args.print_freq)
         log = print if dist.is_main and not args.quiet else (lambda msg: None)

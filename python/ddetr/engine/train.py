@@ -142,10 +142,10 @@ def _train(args, dist: D.DistInfo) -> dict:
         )
     train_set, val_set = build_datasets(args)
     for split, ds in (("train", train_set), ("val", val_set)):
+        check_images(ds)  # first: an image of another size than the JSON says explains no usable box
         counts = require_usable(ds, split)
         if counts["empty"] and main:
             print(f"warning: {ds.ann_file}: {describe(counts)}", flush=True)
-        check_images(ds)
     if args.num_classes is None:
         args.num_classes = max(train_set.num_classes, val_set.num_classes)
     args.dataset = dataset_info(train_set)
