@@ -85,6 +85,18 @@ def _fsync_folder(folder: str) -> None:
             os.close(fd)
 
 
+def _os_error(e: BaseException) -> OSError | None:
+    """The OS-level failure behind `e`: itself, or one a library wrapped (torch.save turns a
+    full disk into a RuntimeError whose context is the OSError)."""
+    seen = set()
+    while e is not None and id(e) not in seen and not isinstance(e, UserError):
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def check_writable(path: str, *, overwrite: bool = True, what: str = "file", source: str | None = None) -> None:
     """Refuse, before any work, a destination that cannot take a `what` ("file" or
     "folder"): the wrong kind of thing already there, one there and `overwrite` not given, or
@@ -137,8 +149,9 @@ def atomic_path(path: str) -> Iterator[str]:
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and not isinstance(e, UserError):
-            raise FileWriteError(f"{path}: cannot write: {cause(e)}") from None
+        failed = _os_error(e)
+        if failed is not None:
+            raise FileWriteError(f"{path}: cannot write: {cause(failed)}") from None
         raise
     _fsync_folder(folder)
 
@@ -159,19 +172,25 @@ def append_line(path: str, line: str) -> None:
     """Append one line to a log (`path`), whole or not at all: a failed append (disk full)
     cuts the file back to where it was and is one `FileWriteError` line naming `path`."""
     path = os.fspath(path)
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
     try:
-        with open(path, "ab") as f:
-            size = f.tell()
-            try:
-                f.write((line.rstrip("\n") + "\n").encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
-            except OSError:
-                with contextlib.suppress(OSError):
-                    f.truncate(size)
-                raise
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     except OSError as e:
         raise FileWriteError(f"{path}: cannot append: {cause(e)}") from None
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            while data:  # unbuffered: nothing is left to be flushed after a failure
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    except OSError as e:
+        raise FileWriteError(f"{path}: cannot append: {cause(e)}") from None
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str, obj, indent: int | None = 2, sort_keys: bool = False) -> str:
