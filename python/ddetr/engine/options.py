@@ -172,15 +172,15 @@ def resume_options(args: argparse.Namespace, output_dir: str) -> dict:
     saved = read_checkpoint(path)["args"]
     check_fits(saved, args, path)
     groups = dict(
-        train_full_backbone=lambda v: bool(v),
+        train_full_backbone=lambda v: "the stem and layer1 train" if v else "the stem and layer1 are frozen",
         lr_backbone=lambda v: "the backbone trains" if v > 0 else "the backbone is frozen",
     )
     for name, effect in groups.items():
         given, old = getattr(args, name, None), saved.get(name)
         if given is not None and old is not None and effect(given) != effect(old):
             raise UserError(
-                f"{flag(name)} {given}: {path} was trained with {flag(name)} {old}, and changing it changes the "
-                "parameters the optimiser trains, which a resumed run cannot; start a new run with --pretrained"
+                f"{flag(name)} {given} ({effect(given)}): {path} was trained with {flag(name)} {old} ({effect(old)}); "
+                "that changes what the optimiser trains, which a resumed run cannot (a new run can: --pretrained)"
             )
     return {k: v for k, v in saved.items() if k in DEFAULTS and k not in NOT_RESUMED and v is not None}
 
