@@ -13,8 +13,8 @@ from ddetr.cli import build_parser
 from ddetr.data.collate import collate_fn
 from ddetr.data.synthetic import make_synthetic
 from ddetr.engine.build import build_datasets, build_detector
-from ddetr.weights.files import read_checkpoint as load_checkpoint
 from ddetr.engine.options import resolve
+from ddetr.weights.files import read_checkpoint as load_checkpoint
 from tiny import TINY_CLI
 
 TINY = [*TINY_CLI, *"--image-size 64 --batch-size 2".split()]

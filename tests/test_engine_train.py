@@ -14,10 +14,10 @@ from ddetr.data.synthetic import make_synthetic
 from ddetr.engine import precision
 from ddetr.engine import train as T
 from ddetr.engine.build import build_datasets, build_detector
-from ddetr.weights.files import read_checkpoint as load_checkpoint
 from ddetr.engine.optim import build_optimizer
 from ddetr.engine.options import resolve
 from ddetr.models.criterion import SetCriterion
+from ddetr.weights.files import read_checkpoint as load_checkpoint
 from tiny import TINY_CLI
 
 TINY = [*TINY_CLI, *"--image-size 64 --batch-size 2 --lr-backbone 1e-4".split()]

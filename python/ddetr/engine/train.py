@@ -20,17 +20,18 @@ import torch
 from ..data.check import check_images, describe, require_usable
 from ..data.collate import move_targets
 from ..errors import UserError
+from ..models.config import flag
 from ..util.files import append_line, atomic_write, remove_stale_temporaries, write_torch
 from ..visualize import draw_training_curve
 from ..weights import load_matching, load_strict
+from ..weights.errors import CheckpointError
 from ..weights.files import read_checkpoint
 from . import distributed as D
 from . import precision
 from .build import build_datasets, build_detector, build_loader, dataset_info, seed_everything
-from .checkpoint import CHECKPOINT, CheckpointError, args_to_dict, check_fits, resume_path
+from .checkpoint import CHECKPOINT, args_to_dict, check_fits, resume_path
 from .evaluate import evaluate, write_metrics
 from .optim import build_optimizer, build_scheduler
-from .options import flag
 from .progress import Progress
 
 LOG = "log.txt"  # one JSON line per epoch

@@ -15,10 +15,13 @@ package calls the compiled op through the dispatcher: load the op library first
 from __future__ import annotations
 
 from ._aoti import load_aoti, op_library_path, to_aoti
-from ._graph import DetectorGraph, ExportError, export_program, size_limits
-from ._onnx import to_onnx
+from ._graph import MAX_SIDE, DetectorGraph, ExportError, check_side_limit, export_program, size_limits
+from ._onnx import DEFAULT_OPSET, to_onnx
 
 __all__ = [
+    "DEFAULT_OPSET",
+    "MAX_SIDE",
+    "check_side_limit",
     "DetectorGraph",
     "ExportError",
     "export_program",

@@ -4,8 +4,6 @@ ddetr::ms_deform_attn through the dispatcher, so the op must be registered first
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from ..util.files import atomic_path
@@ -15,9 +13,9 @@ from ._graph import ExportError, export_program
 def op_library_path() -> str:
     """The op library to `torch.ops.load_library` before loading an AOTI package, where
     ddetr itself is not imported."""
-    from .. import _build_info
+    from .. import OPS_LIBRARY
 
-    return os.path.join(os.path.dirname(os.path.dirname(__file__)), _build_info.ops_library)
+    return OPS_LIBRARY
 
 
 def to_aoti(

@@ -1,6 +1,7 @@
 """transformers' DeformableDetrConfig (config.json) <-> ddetr model options: one table of
 fields, read in both directions (as weights/names.py does for tensor names), holding each
-field's JSON type and range, so that a config.json is checked field by field before use.
+field's JSON type (its range is its option's, models.config.CHECKS), so that a config.json
+is checked field by field before use.
 
 Two backbone routes: 'transformers' writes `use_timm_backbone: false` and a ResNet
 `backbone_config`, which transformers builds with its own ResNet (no timm needed);
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..models.backbone import _RESNETS
+from ..models.config import CHECKS, EXPANSION, RESNETS
 from .errors import WeightsError
 
 _STAGES = ("stage2", "stage3", "stage4")  # C3..C5, as ddetr's Backbone returns them
@@ -26,47 +27,39 @@ class Field:
     key: str  # config.json's name
     option: str | None  # the ddetr option it carries; None: a fixed `value`
     kind: type  # its JSON type: int, bool or str
-    low: int | None = None
-    high: int | None = None
-    choices: tuple = ()
     default: object = None  # written when the options do not say
     value: object = None  # fixed fields: what ddetr writes, and the only value it reads
     two_stage: bool | None = None  # read only for (or not for) two-stage models
 
     def check(self, v, where: str) -> None:
-        ok = isinstance(v, self.kind) and (self.kind is bool or not isinstance(v, bool))
-        ok = ok and (self.low is None or v >= self.low) and (self.high is None or v <= self.high)
-        ok = ok and (not self.choices or v in self.choices) and (self.value is None or v == self.value)
-        if not ok:
-            raise WeightsError(f"{where}: config.json field {self.key!r} is {v!r}: expected {self.expected()}")
-
-    def expected(self) -> str:
+        """WeightsError naming the field unless `v` has its JSON type and its option's range."""
+        ok, expected = CHECKS.get(self.option, (lambda v: True, ""))
         if self.value is not None:
-            return repr(self.value)
-        if self.choices:
-            return "one of " + ", ".join(map(repr, self.choices))
-        text = {int: "an integer", bool: "true or false", str: "a string"}[self.kind]
-        return text + (f" >= {self.low}" if self.low is not None else "") + (f" <= {self.high}" if self.high else "")
+            ok, expected = (lambda v: v == self.value), repr(self.value)
+        if not isinstance(v, self.kind) or (self.kind is not bool and isinstance(v, bool)):
+            ok, expected = (lambda v: False), {int: "an integer", bool: "true or false", str: "a string"}[self.kind]
+        if not ok(v):
+            raise WeightsError(f"{where}: config.json field {self.key!r} is {v!r}: expected {expected}")
 
 
 FIELDS = (
     Field("model_type", None, str, value="deformable_detr"),
     Field("activation_function", None, str, value="relu"),
-    Field("d_model", "hidden_dim", int, 1),
-    Field("encoder_layers", "enc_layers", int, 1),
-    Field("decoder_layers", "dec_layers", int, 1),
-    Field("encoder_ffn_dim", "dim_feedforward", int, 1),
-    Field("decoder_ffn_dim", "dim_feedforward", int, 1),  # ddetr: one value for both
-    Field("encoder_attention_heads", "nheads", int, 1),
-    Field("decoder_attention_heads", "nheads", int, 1),
-    Field("encoder_n_points", "enc_n_points", int, 1),
-    Field("decoder_n_points", "dec_n_points", int, 1),
-    Field("num_feature_levels", "num_feature_levels", int, 1, 4),
+    Field("d_model", "hidden_dim", int),
+    Field("encoder_layers", "enc_layers", int),
+    Field("decoder_layers", "dec_layers", int),
+    Field("encoder_ffn_dim", "dim_feedforward", int),
+    Field("decoder_ffn_dim", "dim_feedforward", int),  # ddetr: one value for both
+    Field("encoder_attention_heads", "nheads", int),
+    Field("decoder_attention_heads", "nheads", int),
+    Field("encoder_n_points", "enc_n_points", int),
+    Field("decoder_n_points", "dec_n_points", int),
+    Field("num_feature_levels", "num_feature_levels", int),
     Field("with_box_refine", "with_box_refine", bool),
     Field("two_stage", "two_stage", bool),
-    Field("num_queries", "num_queries", int, 1, default=300, two_stage=False),
-    Field("two_stage_num_proposals", "num_queries", int, 1, default=300, two_stage=True),
-    Field("position_embedding_type", "position_embedding", str, choices=("sine", "learned"), default="sine"),
+    Field("num_queries", "num_queries", int, default=300, two_stage=False),
+    Field("two_stage_num_proposals", "num_queries", int, default=300, two_stage=True),
+    Field("position_embedding_type", "position_embedding", str, default="sine"),
     Field("dilation", "dilation", bool, default=False),
 )
 BY_KEY = {f.key: f for f in FIELDS}
@@ -84,7 +77,7 @@ def to_config(opts: dict, route: str, id2label: dict | None = None) -> dict:
             config[f.key] = opts[f.option] if f.default is None else opts.get(f.option, f.default)
     levels = opts["num_feature_levels"]
     config["id2label"] = {str(i): (id2label or {}).get(i, f"LABEL_{i}") for i in range(opts["num_classes"])}
-    block, depths = _RESNETS[opts["backbone"]]
+    block, depths = RESNETS[opts["backbone"]]
     if route == "timm":
         config.update(use_timm_backbone=True, backbone=opts["backbone"], backbone_config=None)
     elif route == "transformers":
@@ -95,9 +88,9 @@ def to_config(opts: dict, route: str, id2label: dict | None = None) -> dict:
             backbone=None,
             backbone_config=dict(
                 model_type="resnet",
-                layer_type="bottleneck" if block.expansion == 4 else "basic",
+                layer_type=block,
                 depths=list(depths),
-                hidden_sizes=[c * block.expansion for c in (64, 128, 256, 512)],
+                hidden_sizes=[c * EXPANSION[block] for c in (64, 128, 256, 512)],
                 embedding_size=64,
                 hidden_act="relu",
                 downsample_in_first_stage=False,
@@ -112,16 +105,15 @@ def to_config(opts: dict, route: str, id2label: dict | None = None) -> dict:
 
 def _resnet_name(bc: dict, where: str) -> str:
     layer_type, depths = bc.get("layer_type", "bottleneck"), bc.get("depths")
-    if layer_type not in ("bottleneck", "basic") or not isinstance(depths, list):
+    if layer_type not in EXPANSION or not isinstance(depths, list):
         raise WeightsError(
-            f"{where}: config.json backbone_config needs layer_type 'bottleneck' or 'basic' and a list of depths, "
-            f"got {layer_type!r} and {depths!r}"
+            f"{where}: config.json backbone_config needs layer_type {' or '.join(map(repr, EXPANSION))} "
+            f"and a list of depths, got {layer_type!r} and {depths!r}"
         )
-    expansion = 4 if layer_type == "bottleneck" else 1
-    for name, (block, d) in _RESNETS.items():
-        if list(d) == depths and block.expansion == expansion:
+    for name, (block, d) in RESNETS.items():
+        if list(d) == depths and block == layer_type:
             return name
-    raise WeightsError(f"{where}: backbone_config (ResNet {layer_type} {depths}) is none of {sorted(_RESNETS)}")
+    raise WeightsError(f"{where}: backbone_config (ResNet {layer_type} {depths}) is none of {sorted(RESNETS)}")
 
 
 def _label_table(config: dict, key: str, kind: type, where: str) -> None:
@@ -169,7 +161,7 @@ def from_config(config: dict, where: str) -> dict:
         opts["backbone"] = _resnet_name(bc, where)
     else:  # a timm name: at the top (hub configs) or in a timm_backbone config (5.x)
         name = bc.get("backbone") if isinstance(bc, dict) else config.get("backbone")
-        if name in _RESNETS:
+        if name in RESNETS:
             opts["backbone"] = name
     if isinstance(config.get("id2label"), dict):
         opts["num_classes"] = len(config["id2label"])

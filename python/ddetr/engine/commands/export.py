@@ -4,15 +4,15 @@ come from the checkpoint's `args` (and the number of classes from its class head
 
 from __future__ import annotations
 
-from ..engine.checkpoint import model_from_checkpoint
-from ..util.files import check_writable
-from ._aoti import to_aoti
-from ._graph import ExportError, check_side_limit
-from ._onnx import DEFAULT_OPSET, to_onnx
+from ...export import DEFAULT_OPSET, ExportError, check_side_limit, to_aoti, to_onnx
+from ...util.files import check_writable
+from ...weights import model_from_checkpoint
+from .arguments import add_verbose
+
+HELP = "export a checkpoint to ONNX (onnxruntime, OpenVINO, TensorRT) or AOTInductor"
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (onnxruntime, OpenVINO, TensorRT) or AOTInductor")
+def add_arguments(p) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--format", choices=["onnx", "aoti"], default="onnx")
     p.add_argument("--output", required=True, help="model.onnx, or model.pt2 for aoti")
@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--num-select", type=int, default=None, help="default: from the checkpoint (100)")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --output")
-    p.add_argument("--verbose", action="store_true", default=None, help="show the exporters' warnings")
+    add_verbose(p)
 
 
 def run(args) -> None:
