@@ -256,8 +256,32 @@ def validate(command: str, args: argparse.Namespace) -> None:
     weights = getattr(args, "backbone_weights", None)
     if weights and not os.path.isfile(weights):
         raise UserError(f"--backbone-weights {weights}: file not found (expected a torchvision ResNet state_dict)")
+    if command in ("train", "demo"):
+        check_learned_embedding_size(vars(args))
     if getattr(args, "output_dir", None) is not None:
         ensure_dir(args.output_dir, "--output-dir")
+
+
+def check_learned_embedding_size(values: dict) -> None:
+    """The learned position embedding covers LEARNED_CELLS cells on the finest feature map:
+    refuse an --image-size whose training images (long side up to official_sizes' max_size)
+    go beyond, before the first step fails on it."""
+    from ..data.transforms import official_sizes
+    from ..models.position_encoding import LEARNED_CELLS
+
+    size = values.get("image_size")
+    if values.get("position_embedding") not in ("learned", "v3") or not size:
+        return
+    # the finest map: C3 (stride 8) with several levels, else C5 (16 with dilation, 32)
+    stride = 8 if values.get("num_feature_levels", 4) > 1 else 16 if values.get("dilation") else 32
+    limit = LEARNED_CELLS * stride
+    if official_sizes(size)["max_size"] > limit:
+        best = max(s for s in range(1, size) if official_sizes(s)["max_size"] <= limit)
+        raise UserError(
+            f"--image-size {size}: images reach {official_sizes(size)['max_size']} px on the long side, beyond "
+            f"the {limit} px ({LEARNED_CELLS} cells of stride {stride}) the learned position embedding covers; "
+            f"give --image-size {best} or less, or --position-embedding sine"
+        )
 
 
 def ensure_dir(path: str, what: str) -> None:

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..models.deformable_detr import DeformableDETR
-from ..models.position_encoding import PositionEmbeddingLearned
+from ..models.position_encoding import LEARNED_CELLS, PositionEmbeddingLearned
 from ..models.postprocess import top_detections
 from ..nn import MSDeformAttn
 from ..util.misc import NestedTensor
@@ -96,7 +96,7 @@ def size_limits(model: DeformableDETR) -> tuple:
     if model.two_stage:
         while positions(model, low, low) < model.transformer.two_stage_num_proposals:
             low += 1
-    high = 50 * min(strides) if isinstance(model.backbone[1], PositionEmbeddingLearned) else MAX_SIDE
+    high = LEARNED_CELLS * min(strides) if isinstance(model.backbone[1], PositionEmbeddingLearned) else MAX_SIDE
     return low, high
 
 

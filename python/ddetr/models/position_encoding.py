@@ -41,21 +41,25 @@ class PositionEmbeddingSine(nn.Module):
         return torch.cat((pos_y, pos_x), 3).permute(0, 3, 1, 2)
 
 
+LEARNED_CELLS = 50  # the learned embedding's rows and columns: the largest feature map it covers
+
+
 class PositionEmbeddingLearned(nn.Module):
     """Learned absolute embedding for maps up to 50 x 50 (`--position_embedding learned`)."""
 
     def __init__(self, num_pos_feats: int = 256):
         super().__init__()
-        self.row_embed = nn.Embedding(50, num_pos_feats)
-        self.col_embed = nn.Embedding(50, num_pos_feats)
+        self.row_embed = nn.Embedding(LEARNED_CELLS, num_pos_feats)
+        self.col_embed = nn.Embedding(LEARNED_CELLS, num_pos_feats)
         nn.init.uniform_(self.row_embed.weight)
         nn.init.uniform_(self.col_embed.weight)
 
     def forward(self, tensor_list: NestedTensor) -> torch.Tensor:
         x = tensor_list.tensors
         h, w = x.shape[-2:]
-        if h > 50 or w > 50:
-            raise ValueError(f"learned position embedding supports maps up to 50x50, got {h}x{w}")
+        if h > LEARNED_CELLS or w > LEARNED_CELLS:
+            n = LEARNED_CELLS
+            raise ValueError(f"learned position embedding supports maps up to {n}x{n}, got {h}x{w}")
         i = torch.arange(w, device=x.device)
         j = torch.arange(h, device=x.device)
         x_emb, y_emb = self.col_embed(i), self.row_embed(j)
