@@ -24,14 +24,17 @@ import statistics
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+SHAPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python", "ddetr", "bench", "shapes.py")
 
 # Runs in the subprocess: times forward and forward + backward, prints one JSON line.
 CHILD = r"""
-import json, sys, time
-sys.path.insert(0, {here!r})
+import importlib.util, json, sys, time
 import torch, ddetr
-from shapes import op_inputs
+# this checkout's shapes, whichever build runs (an older one may not ship ddetr.bench)
+spec = importlib.util.spec_from_file_location("bench_shapes", {shapes!r})
+shapes = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(shapes)
+op_inputs = shapes.op_inputs
 if {threads}:
     torch.set_num_threads({threads})
 torch.manual_seed(0)
@@ -69,7 +72,7 @@ def run_build(path: str, shape: str, batch: int, repeats: int, threads: int) -> 
     env = dict(os.environ)
     if path:
         env["PYTHONPATH"] = path + os.pathsep + env.get("PYTHONPATH", "")
-    code = CHILD.format(here=HERE, shape=shape, batch=batch, repeats=repeats, threads=threads)
+    code = CHILD.format(shapes=SHAPES, shape=shape, batch=batch, repeats=repeats, threads=threads)
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd="/", timeout=600)
     if res.returncode != 0:
         raise SystemExit(f"build at {path or '(installed)'} failed:\n{res.stderr[-3000:]}")
@@ -85,7 +88,7 @@ def main(argv=None) -> None:
         metavar="NAME=PATH",
         help="a build to time: PATH first on PYTHONPATH (empty: installed)",
     )
-    parser.add_argument("--shape", default="encoder", help="benchmarks/shapes.py SHAPES key")
+    parser.add_argument("--shape", default="encoder", help="python/ddetr/bench/shapes.py SHAPES key")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=7, help="subprocesses per build")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per subprocess (best kept)")

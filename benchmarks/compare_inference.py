@@ -32,7 +32,7 @@ def main():
     images = [torch.randn(3, *args.size, generator=torch.Generator().manual_seed(0))]
     runs = {"eager float32": model}
     if args.hf:
-        from hf_peer import hf_inputs, hf_model
+        from ddetr.bench.hf_peer import hf_inputs, hf_model
 
         hf, (pixel_values, pixel_mask) = hf_model(model), hf_inputs(images)
 

@@ -10,17 +10,13 @@ round, the medians, the speed-ups over HF and over eager float32, and each case'
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import test_bench_model as B  # noqa: E402  (the benchmark's inputs and steps)
-from ddetr.models import build  # noqa: E402
+from ddetr.bench import test_bench_model as B  # the benchmark's inputs and steps
+from ddetr.models import build
 
 
 def main():

@@ -14,10 +14,10 @@ import time
 import pytest
 import torch
 
-from conftest import devices, run_case, sync
 from ddetr import optimize_for_inference
+from ddetr.bench.harness import devices, run_case, sync
+from ddetr.bench.hf_peer import hf_inputs, hf_model
 from ddetr.models import build_model
-from hf_peer import hf_inputs, hf_model
 
 SIZE = (800, 1066)
 ROUNDS = {"cpu": 5, "cuda": 20}

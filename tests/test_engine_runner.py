@@ -1,4 +1,4 @@
-"""How eval and predict run a model (engine/runner.py): --dtype, --compile on / off / auto
+"""How eval and predict run a model (engine/inference_model.py): --dtype, --compile on / off / auto
 (compile only when the batches still to run would save more than compiling costs), and
 both commands with --dtype bfloat16 against float32. Compiles use dynamo's eager backend
 (the same full-graph trace, at a fraction of inductor's cost)."""
@@ -11,7 +11,7 @@ import torch
 
 from ddetr import cli
 from ddetr.data.synthetic import make_synthetic
-from ddetr.engine import runner as R
+from ddetr.engine import inference_model as R
 from ddetr.inference import optimize_for_inference
 from ddetr.models import build_model
 from tiny import TINY_CLI, TINY_MODEL
@@ -43,7 +43,7 @@ def _images():
 
 @pytest.mark.parametrize("mode, compiled", [(True, True), (False, False)])
 def test_compile_on_and_off(cheap_compile, mode, compiled):
-    run = R.InferenceRunner(_model(), torch.float32, mode, total=100, log=lambda m: None)
+    run = R.InferenceModel(_model(), torch.float32, mode, total=100, log=lambda m: None)
     for _ in range(3):
         run(_images())
     assert (run.compiled is not None) == compiled
@@ -55,7 +55,7 @@ def test_auto_decides_by_expected_saving(cheap_compile, monkeypatch):
     monkeypatch.setattr(R, "COMPILE_COST_S", 90.0)
     monkeypatch.setattr(R, "COMPILE_SAVES", 0.3)
     logged = []
-    run = R.InferenceRunner(_model(), torch.float32, "auto", total=102, log=logged.append)
+    run = R.InferenceModel(_model(), torch.float32, "auto", total=102, log=logged.append)
     run.calls = 2  # 100 batches left
     run._decide(2.0)  # would save 100 * 2 s * 0.3 = 60 s < 90 s
     assert run.compiled is None and not logged
@@ -66,7 +66,7 @@ def test_auto_decides_by_expected_saving(cheap_compile, monkeypatch):
 def test_auto_runs_two_calls_uncompiled_then_compiled(cheap_compile, monkeypatch):
     monkeypatch.setattr(R, "COMPILE_COST_S", 0.0)  # any saving pays
     model = _model()
-    run = R.InferenceRunner(model, torch.float32, "auto", total=4, log=lambda m: None)
+    run = R.InferenceModel(model, torch.float32, "auto", total=4, log=lambda m: None)
     outs = [run(_images()) for _ in range(4)]
     assert cheap_compile == [False, True] and run.compiled is not None
     with torch.no_grad():
@@ -77,8 +77,19 @@ def test_auto_runs_two_calls_uncompiled_then_compiled(cheap_compile, monkeypatch
 
 
 def test_auto_never_compiles_a_short_run(cheap_compile):
-    run = R.InferenceRunner(_model(), torch.float32, "auto", total=3, log=lambda m: None)
+    run = R.InferenceModel(_model(), torch.float32, "auto", total=3, log=lambda m: None)
     for _ in range(3):
+        run(_images())
+    assert cheap_compile == [False] and run.compiled is None
+
+
+def test_auto_is_a_cpu_rule(cheap_compile, monkeypatch):
+    """Its figures were measured on CPUs: on any other device auto leaves the model uncompiled
+    (the model runs on the CPU here; only the device the rule reads is another)."""
+    monkeypatch.setattr(R, "COMPILE_COST_S", 0.0)  # on the CPU, any saving would pay
+    run = R.InferenceModel(_model(), torch.float32, "auto", total=4, log=lambda m: None)
+    run.device_type = "cuda"
+    for _ in range(4):
         run(_images())
     assert cheap_compile == [False] and run.compiled is None
 

@@ -46,6 +46,19 @@ def test_image_size_below_minimum_is_refused():
         export_program(model, image_size=low - 1)
 
 
+def test_what_optimize_for_inference_also_refuses():
+    """The model checks export shares with optimize_for_inference, as ExportError."""
+    from ddetr import optimize_for_inference
+
+    model = tiny_model("default")
+    with pytest.raises(ExportError, match=r"DeformableDETR, got OptimizedDETR \(export the model it was made from"):
+        export_program(optimize_for_inference(model, compile=False))
+    with pytest.raises(ExportError, match="training mode"):
+        export_program(model.train())
+    with pytest.raises(ExportError, match=r"float32 model, got \['torch.float64'\]: reduced precision"):
+        export_program(model.eval().double())
+
+
 _RUNNER = r"""
 import json, sys, torch
 torch.ops.load_library(sys.argv[1])

@@ -33,6 +33,7 @@ LAYERS = {
     "engine": 5,
     "cli": 6,
     "__main__": 6,
+    "bench": 6,  # the benchmark suite (`ddetr bench` runs it by path): measures everything below
 }
 SHARED = {"errors", "util", "_build_info", "_C"}  # their underscore is the build's, not privacy
 

@@ -1,8 +1,9 @@
 """The `ddetr` command: demo | train | eval | predict | check-data | convert | export | bench.
 
-Each command is a module of `ddetr.engine.commands` (HELP, add_arguments, run); this file
-only wires them. Every option defaults to None on the command line; `ddetr.engine.options.resolve`
-fills what was not given, once, from the preset, the command's defaults and the one table of defaults.
+Each command is a module of `ddetr.engine.commands`: HELP, add_arguments, run (and optionally
+PARSER, its parser's settings, and PASSES_ON_UNKNOWN); this file only wires them. Every option
+defaults to None on the command line; `ddetr.engine.options.resolve` fills what was not given,
+once, from the preset, the command's defaults and the one table of defaults.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddetr", description="Deformable DETR: train, evaluate, predict.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, command in COMMANDS.items():
-        command.add_arguments(sub.add_parser(name, help=command.HELP, add_help=command is not bench))
+        command.add_arguments(sub.add_parser(name, help=command.HELP, **getattr(command, "PARSER", {})))
     return parser
 
 
@@ -62,18 +63,22 @@ def _library_warnings(shown: bool):
 
 def main(argv: list | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "bench":  # everything after it goes to pytest untouched
-        return bench.run(argparse.Namespace(command="bench", pytest_args=argv[1:]))
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    command = COMMANDS[args.command]
+    if getattr(command, "PASSES_ON_UNKNOWN", False):
+        args.rest = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     with _library_warnings(shown=bool(getattr(args, "verbose", False))):
-        return _run(args)
+        return _run(command, args)
 
 
-def _run(args) -> int:
+def _run(command, args) -> int:
     try:
         args = resolve(args.command, args)  # reads --pretrained's options
         validate(args.command, args)
-        COMMANDS[args.command].run(args)
+        status = command.run(args)
     except (UserError, OSError) as e:
         # what the user can fix (OSError: a file or folder the system refused), as one line
         return _error(args.command, e)
@@ -84,7 +89,7 @@ def _run(args) -> int:
     except KeyboardInterrupt:
         print(f"\nddetr {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0  # a command's exit status, where it has one
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from torch import nn
 
 from .models import config
 from .models.backbone import BasicBlock, Bottleneck, FrozenBatchNorm2d, ResNet
-from .models.deformable_detr import DeformableDETR, check_samples
+from .models.deformable_detr import DeformableDETR, check_inference_model, check_samples
 from .util.misc import NestedTensor
 
 __all__ = ["optimize_for_inference", "OptimizedDETR", "fold_frozen_batch_norms", "DTYPES"]
@@ -96,10 +96,7 @@ def _keep_float32(model: DeformableDETR) -> None:
 
 
 def _check_model(model) -> None:
-    if not isinstance(model, DeformableDETR):
-        raise TypeError(f"optimize_for_inference takes a ddetr DeformableDETR, got {type(model).__name__}")
-    if model.training:
-        raise ValueError("the model is in training mode (dropout on): call model.eval() before optimize_for_inference")
+    check_inference_model(model, "optimize_for_inference", "it applies `dtype` itself")
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             raise ValueError(
@@ -107,15 +104,9 @@ def _check_model(model) -> None:
                 "only FrozenBatchNorm2d (fixed statistics, as ddetr's backbone uses) is folded "
                 "into its convolution"
             )
-    dtypes = {p.dtype for p in model.parameters()} | {b.dtype for b in model.buffers() if b.is_floating_point()}
-    if dtypes != {torch.float32}:
-        raise ValueError(
-            f"expected a float32 model, got parameters/buffers of {sorted(map(str, dtypes))}: "
-            "optimize_for_inference applies `dtype` itself"
-        )
 
 
-class _Runner(nn.Module):
+class _AutocastModel(nn.Module):
     """The model under autocast to `dtype`, on a padded batch: what gets compiled."""
 
     def __init__(self, model: DeformableDETR, dtype: torch.dtype):
@@ -136,17 +127,19 @@ class OptimizedDETR:
 
     def __init__(self, model: DeformableDETR, dtype: torch.dtype, compiled: bool, backend, dynamic: bool):
         self.model, self.dtype, self.compiled = model, dtype, compiled
-        self._run = _Runner(model, dtype)
+        self._forward = _AutocastModel(model, dtype)  # compiled or not, what __call__ runs
         if compiled:
             options = INDUCTOR_OPTIONS if backend == "inductor" else None
-            self._run = torch.compile(self._run, backend=backend, fullgraph=True, dynamic=dynamic, options=options)
+            self._forward = torch.compile(
+                self._forward, backend=backend, fullgraph=True, dynamic=dynamic, options=options
+            )
 
     @torch.no_grad()
     def __call__(self, samples) -> dict:
         # Padding happens here, outside the compiled code: it then sees two tensors, and a
         # list of images of any sizes or count costs no recompile beyond the batch's shape.
         samples = check_samples(samples)
-        return self._run(samples.tensors, samples.mask)
+        return self._forward(samples.tensors, samples.mask)
 
     def __repr__(self) -> str:
         return f"OptimizedDETR(dtype={self.dtype}, compiled={self.compiled}, model={type(self.model).__name__})"

@@ -7,7 +7,7 @@
 - train: the training step and the epoch loop
 - evaluate: COCO evaluation, and `ddetr eval`'s run
 - predict: detections on image files
-- runner: how eval and predict run a model (dtype, compile or not)
+- inference_model: the model as eval and predict run it (dtype, compiled or not)
 - checkpoint: atomic checkpoints, resuming
 - precision, optim, distributed, progress: mixed precision, the optimiser, process groups,
   the progress line

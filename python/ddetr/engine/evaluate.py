@@ -21,9 +21,9 @@ from ..weights import model_from_checkpoint
 from . import distributed as D
 from . import precision
 from .build import build_datasets, build_loader
+from .inference_model import InferenceModel, parse_dtype
 from .options import from_checkpoint
 from .progress import Progress
-from .runner import InferenceRunner, parse_dtype
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -101,7 +101,7 @@ def evaluate(
 ) -> dict:
     """Validation losses (averaged over batches and processes) and COCO metrics (on the
     main process; empty dict elsewhere). `model`: a module (set to eval mode here) or a
-    callable with its interface (an InferenceRunner)."""
+    callable with its interface (an InferenceModel)."""
     if isinstance(model, torch.nn.Module):
         model.eval()
     if criterion is not None:
@@ -151,7 +151,7 @@ def run_eval(args) -> dict:
         loader = build_loader(val_set, args.batch_size, False, dist, 0, args.num_workers)
         bar = Progress(len(loader), "eval", enabled=dist.is_main and not args.quiet, print_freq=args.print_freq)
         log = print if dist.is_main and not args.quiet else (lambda msg: None)
-        model = InferenceRunner(model, dtype, args.compile, len(loader), log)
+        model = InferenceModel(model, dtype, args.compile, len(loader), log)
         # labels -> category ids as in training (the checkpoint's data set), else the val set's
         trained = (saved.get("dataset") or {}).get("label_to_category")
         to_cat = {int(k): int(v) for k, v in trained.items()} if trained else val_set.label_to_category

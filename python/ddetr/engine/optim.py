@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .options import DEFAULTS
+
 BACKBONE_NAMES = ("backbone.0",)
 LINEAR_PROJ_NAMES = ("reference_points", "sampling_offsets")
 
@@ -18,7 +20,9 @@ def _match(name: str, keys) -> bool:
     return any(k in name for k in keys)
 
 
-def param_groups(model: torch.nn.Module, lr: float, lr_backbone: float, lr_linear_proj_mult: float = 0.1) -> list:
+def param_groups(
+    model: torch.nn.Module, lr: float, lr_backbone: float, lr_linear_proj_mult: float = DEFAULTS["lr_linear_proj_mult"]
+) -> list:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
         {
@@ -35,13 +39,17 @@ def param_groups(model: torch.nn.Module, lr: float, lr_backbone: float, lr_linea
 
 
 def build_optimizer(
-    model, lr: float = 2e-4, lr_backbone: float = 2e-5, weight_decay: float = 1e-4, lr_linear_proj_mult: float = 0.1
+    model,
+    lr: float = DEFAULTS["lr"],
+    lr_backbone: float = DEFAULTS["lr_backbone"],
+    weight_decay: float = DEFAULTS["weight_decay"],
+    lr_linear_proj_mult: float = DEFAULTS["lr_linear_proj_mult"],
 ):
     return torch.optim.AdamW(
         param_groups(model, lr, lr_backbone, lr_linear_proj_mult), lr=lr, weight_decay=weight_decay
     )
 
 
-def build_scheduler(optimizer, lr_drop: int = 40, gamma: float = 0.1):
+def build_scheduler(optimizer, lr_drop: int = DEFAULTS["lr_drop"], gamma: float = 0.1):
     """lr x gamma every `lr_drop` epochs (stepped once per epoch)."""
     return torch.optim.lr_scheduler.StepLR(optimizer, max(1, lr_drop), gamma=gamma)

@@ -57,7 +57,7 @@ TRAIN = dict(
 
 PREDICT = dict(threshold=0.3, show_sampling_points=False, top_queries=3, num_pictures=6)
 
-# eval and predict (engine/runner.py): the dtype the model runs in (their `compile` default
+# eval and predict (engine/inference_model.py): the dtype the model runs in (their `compile` default
 # is in COMMAND_DEFAULTS)
 INFERENCE = dict(dtype="float32")
 
@@ -70,7 +70,7 @@ DEFAULTS = {**MODEL, "num_classes": None, **DATA, **TRAIN, **PREDICT, **INFERENC
 # Where a command's default differs from the table.
 COMMAND_DEFAULTS = {
     "demo": dict(output_dir="ddetr-demo", device="cpu"),  # the demo is meant for the CPU
-    # compile "auto": when the images to run are expected to repay it (engine/runner.py)
+    # compile "auto": on the CPU, when the images to run are expected to repay it (engine/inference_model.py)
     "eval": dict(output_dir=".", image_size=None, num_select=None, compile="auto"),
     "predict": dict(output_dir="predictions", device="cpu", image_size=None, compile="auto"),
 }
@@ -79,24 +79,20 @@ COMMAND_DEFAULTS = {
 # (nothing can be downloaded) whose stem and layer1 stay frozen as in the official recipe
 # (random but informative features, and no backward pass through the two costliest layers),
 # 3 feature levels, hidden size 64, 2 + 2 layers, 30 queries, box refinement, 128 px images
-# of the synthetic shapes (`SyntheticConfig`: 600 training and 100 validation images).
+# of the synthetic shapes (`SyntheticConfig`: 600 training and 100 validation images). What
+# it does not name is the table's.
 DEMO_PRESET = dict(
     backbone="resnet18",
-    train_full_backbone=False,
     num_feature_levels=3,
     hidden_dim=64,
-    nheads=8,
     enc_layers=2,
     dec_layers=2,
     dim_feedforward=256,
     num_queries=30,
     dropout=0.0,
     with_box_refine=True,
-    dec_n_points=4,
-    enc_n_points=4,
     lr=4e-4,
     lr_backbone=2e-4,
-    weight_decay=1e-4,
     batch_size=8,
     epochs=24,
     lr_drop=20,

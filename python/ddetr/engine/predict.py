@@ -12,8 +12,8 @@ from ..util.files import atomic_write, write_json
 from ..visualize import SamplingRecorder, draw_prediction
 from ..weights import model_from_checkpoint
 from .distributed import resolve_device
+from .inference_model import InferenceModel, parse_dtype
 from .options import from_checkpoint
-from .runner import InferenceRunner, parse_dtype
 
 
 @torch.no_grad()
@@ -33,14 +33,14 @@ def predict(
     """Run the model on each image; writes <stem>.png (the image enlarged when small, boxes,
     labels and scores; with `show_sampling_points` where the best queries sample) and
     detections.json (boxes in the image's pixels) to `output_dir`, returns the detections
-    per image. The model runs as engine/runner.py says (`dtype`, `compile`: True, False or
+    per image. The model runs as engine/inference_model.py says (`dtype`, `compile`: True, False or
     "auto"); with `show_sampling_points` uncompiled, since the points are recorded by a hook."""
     device = resolve_device(device)
     model, post, saved = model_from_checkpoint(checkpoint, device)
     if show_sampling_points and compile is True and not quiet:
         print("note: --show-sampling-points runs the model uncompiled (its points are recorded by a hook)")
     log = (lambda msg: None) if quiet else print
-    model = InferenceRunner(model, parse_dtype(dtype), False if show_sampling_points else compile, len(images), log)
+    model = InferenceModel(model, parse_dtype(dtype), False if show_sampling_points else compile, len(images), log)
     info = saved.get("dataset") or {}
     names = {int(k): v for k, v in (info.get("label_names") or {}).items()}
     to_cat = {int(k): v for k, v in (info.get("label_to_category") or {}).items()}

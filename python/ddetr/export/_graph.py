@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..models.deformable_detr import DeformableDETR
+from ..models.deformable_detr import DeformableDETR, check_inference_model
 from ..models.position_encoding import LEARNED_CELLS, PositionEmbeddingLearned
 from ..models.postprocess import top_detections
 from ..nn import MSDeformAttn
@@ -54,17 +54,13 @@ def input_names(postprocess: bool) -> list:
 
 def check_model(model) -> None:
     """Raise ExportError for what cannot be exported (or would be exported wrongly)."""
-    if not isinstance(model, DeformableDETR):
-        hint = " (export the model it was made from: OptimizedDETR.model)" if hasattr(model, "_run") else ""
-        raise ExportError(f"expected a ddetr DeformableDETR, got {type(model).__name__}{hint}")
-    if model.training:
-        raise ExportError("the model is in training mode (dropout on): call model.eval() before exporting")
-    dtypes = {p.dtype for p in model.parameters()} | {b.dtype for b in model.buffers() if b.is_floating_point()}
-    if dtypes != {torch.float32}:
-        raise ExportError(
-            f"export takes a float32 model, got {sorted(map(str, dtypes))}: reduced "
-            "precision is the runtime's choice (e.g. TensorRT's --fp16)"
-        )
+    try:
+        check_inference_model(model, "export", "reduced precision is the runtime's choice (e.g. TensorRT's --fp16)")
+    except (TypeError, ValueError) as e:
+        # optimize_for_inference's result holds the model it was made from
+        made_from = isinstance(getattr(model, "model", None), DeformableDETR)
+        hint = " (export the model it was made from: OptimizedDETR.model)" if made_from else ""
+        raise ExportError(f"{e}{hint}") from None
     for name, m in model.named_modules():
         if isinstance(m, MSDeformAttn) and m.use_reference:
             raise ExportError(

@@ -80,7 +80,7 @@ def build_criterion(**options) -> SetCriterion:
     o = _options(options)
     matcher = build_matcher(o["set_cost_class"], o["set_cost_bbox"], o["set_cost_giou"])
     weight_dict = build_weight_dict(
-        o["cls_loss_coef"], o["bbox_loss_coef"], o["giou_loss_coef"], o["dec_layers"], o["aux_loss"], o["two_stage"]
+        o["cls_loss_coef"], o["bbox_loss_coef"], o["giou_loss_coef"], o["dec_layers"], o["aux_loss"]
     )
     return SetCriterion(o["num_classes"], matcher, weight_dict, focal_alpha=o["focal_alpha"])
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..util.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from ..util.misc import accuracy, get_world_size, is_dist_avail_and_initialized
+from .config import DEFAULTS
 
 
 def sigmoid_focal_loss(inputs, targets, num_boxes, alpha: float = 0.25, gamma: float = 2):
@@ -155,12 +156,16 @@ class SetCriterion(nn.Module):
 
 
 def build_weight_dict(
-    cls_loss_coef=2, bbox_loss_coef=5, giou_loss_coef=2, dec_layers=6, aux_loss=True, two_stage=False
+    cls_loss_coef=DEFAULTS["cls_loss_coef"],
+    bbox_loss_coef=DEFAULTS["bbox_loss_coef"],
+    giou_loss_coef=DEFAULTS["giou_loss_coef"],
+    dec_layers=DEFAULTS["dec_layers"],
+    aux_loss=DEFAULTS["aux_loss"],
 ):
     base = {"loss_ce": cls_loss_coef, "loss_bbox": bbox_loss_coef, "loss_giou": giou_loss_coef}
     weight_dict = dict(base)
-    # As the official code: the `_enc` weights come with aux_loss (two_stage is accepted for
-    # symmetry and not consulted), so two-stage without aux_loss leaves the encoder unweighted.
+    # As the official code: the `_enc` weights come with aux_loss, whatever the variant, so
+    # two-stage without aux_loss leaves the encoder's proposals unweighted.
     if aux_loss:
         for i in range(dec_layers - 1):
             weight_dict.update({k + f"_{i}": v for k, v in base.items()})

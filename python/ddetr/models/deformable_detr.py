@@ -173,3 +173,16 @@ class DeformableDETR(nn.Module):
         if self.two_stage:
             out["enc_outputs"] = {"pred_logits": enc_class, "pred_boxes": enc_coord_unact.sigmoid()}
         return out
+
+
+def check_inference_model(model, purpose: str, precision: str) -> None:
+    """What optimising or exporting a model both need: a DeformableDETR (TypeError), in eval
+    mode and in float32 (ValueError). `purpose` names the caller in the messages; `precision`
+    says where reduced precision comes from instead."""
+    if not isinstance(model, DeformableDETR):
+        raise TypeError(f"{purpose} takes a ddetr DeformableDETR, got {type(model).__name__}")
+    if model.training:
+        raise ValueError(f"the model is in training mode (dropout on): call model.eval() before {purpose}")
+    dtypes = {p.dtype for p in model.parameters()} | {b.dtype for b in model.buffers() if b.is_floating_point()}
+    if dtypes != {torch.float32}:
+        raise ValueError(f"{purpose} expected a float32 model, got {sorted(map(str, dtypes))}: {precision}")

@@ -164,7 +164,7 @@ def convert(
     return info
 
 
-from .build import build, model_from_checkpoint  # noqa: E402  (they use load, above)
+from .model import build, model_from_checkpoint  # noqa: E402  (they use load, above)
 
 __all__ = [
     "load",

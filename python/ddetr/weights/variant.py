@@ -3,11 +3,11 @@ its keys and shapes."""
 
 from __future__ import annotations
 
-from ..models.config import EXPANSION, RESNETS
+from ..models.config import DEFAULTS, EXPANSION, RESNETS
 from .errors import WeightsError
 from .layout import indices
 
-DEFAULT_HEADS = 8  # not in the tensors: heads x points is (see `describe`)
+DEFAULT_HEADS = DEFAULTS["nheads"]  # not in the tensors: heads x points is (see `describe`)
 
 
 def variant_name(options: dict) -> str:
@@ -32,7 +32,7 @@ def backbone_name(state: dict, where: str) -> str:
 
 def describe(state: dict, where: str, nheads: int | None = None) -> dict:
     """ddetr model options (names as in ddetr.models.DEFAULTS). `nheads` is not in the
-    tensors (only heads x points is): it comes from an HF config, else the default 8."""
+    tensors (only heads x points is): it comes from an HF config, else the default."""
     try:
         levels, hidden = state["transformer.level_embed"].shape
         two_stage = "transformer.enc_output.weight" in state

@@ -55,9 +55,10 @@ def add_data_options(p: argparse.ArgumentParser, command: str) -> None:
 def add_train_options(p: argparse.ArgumentParser, command: str) -> None:
     g = p.add_argument_group("training")
 
-    def a(option, help="", **kw):
-        name = option[2:].replace("-", "_")
-        g.add_argument(option, default=None, help=f"{help}{'; ' if help else ''}{default_help(name, command)}", **kw)
+    def a(name, help="", **kw):
+        g.add_argument(
+            flag(name), default=None, help=f"{help}{'; ' if help else ''}{default_help(name, command)}", **kw
+        )
 
     g.add_argument(
         "--preset",
@@ -65,48 +66,48 @@ def add_train_options(p: argparse.ArgumentParser, command: str) -> None:
         default=None,
         help="defaults for options not given: the official recipe or the demo's small CPU model",
     )
-    a("--output-dir", "checkpoint.pth, log.txt, metrics.json, training_curve.png go here")
-    a("--epochs", type=int)
-    a("--lr-drop", "epochs between lr x0.1 steps", type=int)
-    a("--batch-size", "per process", type=int)
-    a("--lr", type=float)
-    a("--lr-linear-proj-mult", type=float)
-    a("--weight-decay", type=float)
-    a("--clip-max-norm", type=float)
-    a("--seed", type=int)
-    a("--num-workers", type=int)
-    a("--device", "auto, cpu, cuda")
+    a("output_dir", "checkpoint.pth, log.txt, metrics.json, training_curve.png go here")
+    a("epochs", type=int)
+    a("lr_drop", "epochs between lr x0.1 steps", type=int)
+    a("batch_size", "per process", type=int)
+    a("lr", type=float)
+    a("lr_linear_proj_mult", type=float)
+    a("weight_decay", type=float)
+    a("clip_max_norm", type=float)
+    a("seed", type=int)
+    a("num_workers", type=int)
+    a("device", "auto, cpu, cuda")
     a(
-        "--amp",
+        "amp",
         "bfloat16 autocast on the CPU and CUDA (weights, gradients and losses stay float32); "
         "faster where the hardware computes in bfloat16 natively (AVX512-BF16, AMX, tensor cores)",
         action=argparse.BooleanOptionalAction,
     )
     if command == "train":
         a(
-            "--compile",
+            "compile",
             "torch.compile (inductor) the model and the loss math, with dynamic shapes; the first "
             "step compiles (minutes on a CPU), and so, with torch 2.13, does each new padded batch "
             "size, up to torch._dynamo's recompile limit (8), after which new sizes run eagerly",
             action=argparse.BooleanOptionalAction,
         )
-    a("--resume", "a checkpoint to continue from, or 'auto' (output-dir/checkpoint.pth if any)")
-    a("--overwrite", "start afresh even where --output-dir holds a checkpoint (replaced)", action="store_true")
+    a("resume", "a checkpoint to continue from, or 'auto' (output-dir/checkpoint.pth if any)")
+    a("overwrite", "start afresh even where --output-dir holds a checkpoint (replaced)", action="store_true")
     if command == "train":
         a(
-            "--pretrained",
+            "pretrained",
             "weights to fine-tune from, either layout (official or ddetr .pth, HF folder, .bin, .safetensors): "
             "model options not given are the weights', class heads are re-initialised when the class count "
             "differs; a checkpoint found by --resume wins",
         )
-    a("--eval-every", "evaluate every N epochs (and after the last); 0: never", type=int)
-    a("--print-freq", type=int)
+    a("eval_every", "evaluate every N epochs (and after the last); 0: never", type=int)
+    a("print_freq", type=int)
     g.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
-    a("--quiet", action="store_true")
-    a("--verbose", "print COCOeval's full summary and the libraries' warnings", action="store_true")
-    a("--find-unused-parameters", action=argparse.BooleanOptionalAction)
+    a("quiet", action="store_true")
+    a("verbose", "print COCOeval's full summary and the libraries' warnings", action="store_true")
+    a("find_unused_parameters", action=argparse.BooleanOptionalAction)
     a(
-        "--train-full-backbone",
+        "train_full_backbone",
         "also train the stem and layer1 (for random-init backbones)",
         action=argparse.BooleanOptionalAction,
     )
@@ -129,6 +130,6 @@ def add_inference_options(p: argparse.ArgumentParser, command: str) -> None:
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="torch.compile the model (minutes on a CPU, then faster); default: auto, when the images "
-        "to run are expected to save more time than compiling costs",
+        help="torch.compile the model (minutes on a CPU, then faster); default: auto, on the CPU when the "
+        "images to run are expected to save more time than compiling costs, elsewhere not compiled",
     )

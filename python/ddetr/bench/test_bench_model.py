@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from conftest import devices, run_case, sync
+from ddetr.bench.harness import devices, run_case, sync
 from ddetr.engine import precision
 from ddetr.models import build
 
@@ -132,7 +132,7 @@ def test_model(benchmark, device):
 def hf_train_step(model, images, targets):
     """HF's training step with `model`'s weights: HF matches and computes its own losses;
     auxiliary_loss (False in HF's config by default) is turned on, as ddetr's aux_loss."""
-    from hf_peer import hf_inputs, hf_labels, hf_model
+    from ddetr.bench.hf_peer import hf_inputs, hf_labels, hf_model
 
     hf = hf_model(model)
     hf.config.auxiliary_loss = True

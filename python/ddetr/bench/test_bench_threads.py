@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from conftest import run_case
-from shapes import SPREADS, op_inputs, op_work
-from test_bench_op import impl_fn
+from ddetr.bench.harness import run_case
+from ddetr.bench.shapes import SPREADS, op_inputs, op_work
+from ddetr.bench.test_bench_op import impl_fn
 
 ALL_THREADS = torch.get_num_threads()  # as the session started (OMP_NUM_THREADS or cores)
 

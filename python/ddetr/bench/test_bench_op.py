@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from conftest import DEVICE_DTYPES, run_case
+from ddetr.bench.harness import DEVICE_DTYPES, run_case
+from ddetr.bench.shapes import SPREADS, op_inputs, op_work
 from ddetr.ops import ms_deform_attn_pytorch
-from shapes import SPREADS, op_inputs, op_work
 
 op = torch.ops.ddetr.ms_deform_attn
 

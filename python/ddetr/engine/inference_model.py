@@ -1,7 +1,7 @@
-"""How `ddetr eval` and `ddetr predict` run a trained model: through
-ddetr.optimize_for_inference (frozen batch norms folded into the convolutions, `--dtype`),
-compiled with torch.compile when `--compile` says so or, by default (`auto`), when the
-images still to run are expected to save more time than compiling costs."""
+"""The model as `ddetr eval` and `ddetr predict` run it: through ddetr.optimize_for_inference
+(frozen batch norms folded into the convolutions, `--dtype`), compiled with torch.compile
+when `--compile` says so or, by default (`auto`), on the CPU when the images still to run are
+expected to save more time than compiling costs."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from ..models.config import DTYPES as DTYPE_NAMES
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
-# The `auto` rule's two measured figures (benchmarks/test_bench_inference.py, ResNet-50
-# model, 800 x 1066, 2-core CPU, benchmarks/results/cpu-epyc-avx512-2cores.json): compiling
-# (inductor, freezing) and the first call took 73 s in float32 and 62 s in bfloat16, and the
-# compiled model then ran in 76% (float32: 1.45 s against 1.90 s uncompiled) and 69%
-# (bfloat16: 0.60 s against 0.87 s) of the uncompiled time. So about 165 images of that
-# size repay a compile. Small models compile faster but save less per image, so the rule
-# stays on the side of not compiling for them.
+# `--compile auto` is a CPU rule. Its two figures come from CPU runs of
+# benchmarks/test_bench_inference.py (the ResNet-50 model at 800 x 1066; the results are in
+# benchmarks/results/): what compiling and the first call cost, and the share of each
+# uncompiled call that the compiled model saves, both in float32 (bfloat16 compiles faster
+# and saves more, so the rule errs towards not compiling). Small models compile faster but
+# save less per image: again the rule errs towards not compiling. On any other device
+# nothing was measured, and `auto` leaves the model uncompiled (`--compile` compiles).
 COMPILE_COST_S = 75.0
 COMPILE_SAVES = 0.24
 
@@ -32,13 +32,13 @@ def parse_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-class InferenceRunner:
-    """`runner(samples)` -> the model's outputs (float32), for `total` calls expected.
+class InferenceModel:
+    """`model(samples)` -> the outputs (float32), for `total` calls expected.
 
-    compile: True compiles before the first call; False never; "auto" runs the first two
-    calls uncompiled, and compiles if the calls still to come, at the second call's time,
-    would save more than COMPILE_COST_S. `self.model` is the folded module that runs (hooks
-    registered on it see every uncompiled call)."""
+    compile: True compiles before the first call; False never; "auto", on the CPU, runs the
+    first two calls uncompiled, and compiles if the calls still to come, at the second call's
+    time, would save more than COMPILE_COST_S (elsewhere it never compiles). `self.model` is
+    the folded module that runs (hooks registered on it see every uncompiled call)."""
 
     def __init__(self, model, dtype: torch.dtype, compile, total: int, log=print):
         if compile not in (True, False, "auto"):
@@ -50,6 +50,7 @@ class InferenceRunner:
         self.eager = optimize_for_inference(model, dtype, compile=False) if self.compiled is None else None
         self.model = (self.compiled or self.eager).model
         self.calls = 0
+        self.device_type = next(model.parameters()).device.type
 
     def __call__(self, samples) -> dict:
         self.calls += 1
@@ -57,7 +58,7 @@ class InferenceRunner:
             return self.compiled(samples)
         start = time.perf_counter()
         outputs = self.eager(samples)
-        if self.mode == "auto" and self.calls == 2:
+        if self.mode == "auto" and self.calls == 2 and self.device_type == "cpu":
             self._decide(time.perf_counter() - start)
         return outputs
 
@@ -72,4 +73,4 @@ class InferenceRunner:
             self.compiled = optimize_for_inference(self._source, self.dtype, compile=True)
 
     def __repr__(self) -> str:
-        return f"InferenceRunner(dtype={self.dtype}, compile={self.mode}, compiled={self.compiled is not None})"
+        return f"InferenceModel(dtype={self.dtype}, compile={self.mode}, compiled={self.compiled is not None})"

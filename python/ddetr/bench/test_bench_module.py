@@ -4,10 +4,10 @@ shapes, with the compiled op against the pure-PyTorch reference."""
 import pytest
 import torch
 
-from conftest import DEVICE_DTYPES, run_case
+from ddetr.bench.harness import DEVICE_DTYPES, run_case
+from ddetr.bench.shapes import SHAPES
 from ddetr.nn import MSDeformAttn
 from ddetr.ops import compute_level_start_index
-from shapes import SHAPES
 
 
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
