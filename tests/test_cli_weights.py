@@ -35,9 +35,7 @@ def setup(synthetic_data, tmp_path_factory):
         json.dump(js, open(path, "w"))
     coco = tiny_model(num_classes=91)  # saved as the official code does: args in a Namespace
     pretrained = root / "coco91.pth"
-    torch.save(
-        {"model": coco.state_dict(), "args": argparse.Namespace(**TINY_MODEL, dataset_file="coco")}, pretrained
-    )
+    torch.save({"model": coco.state_dict(), "args": argparse.Namespace(**TINY_MODEL, dataset_file="coco")}, pretrained)
     return root, data, pretrained
 
 
