@@ -3,9 +3,9 @@ checkpoint, one way to run the command line. Import the names (`from conftest im
 request the fixtures by name.
 
 Model
-- TINY_MODEL: the tiny detector's options (ResNet-18, hidden size 64, one encoder and two
-  decoder layers, 20 queries, the four feature levels): it trains in seconds on a CPU. Tests add `num_classes` and the
-  option they are about.
+- TINY_MODEL: the tiny detector's options (ResNet-18, hidden size 64 in 4 heads, one encoder
+  and two decoder layers, 20 queries, four feature levels): a few training steps take
+  seconds on a CPU. Tests add `num_classes` and the option they are about.
 - VARIANTS: the four published variants by ddetr's own names ("default", "single-scale",
   "box-refine", "two-stage"), as options on top of any base.
 - tiny_model(variant="default", seed=0, **options): that model, seeded, in eval mode.

@@ -82,7 +82,7 @@ def test_fold_is_exact_in_float64():
         torch.testing.assert_close(_flat(out)[k], v, rtol=1e-10, atol=1e-10)
 
 
-# default is compared by test_new_image_sizes_do_not_recompile; two_stage has box refinement
+# default is compared by test_new_image_sizes_do_not_recompile; two-stage has box refinement
 @pytest.mark.parametrize("variant", ["single-scale", "two-stage"])
 def test_float32_matches_eager(variant):
     model = _model(variant)
