@@ -9,9 +9,9 @@ import torch
 
 from conftest import TINY_MODEL, VARIANTS
 from ddetr import weights
-from ddetr.models import build, build_model
+from ddetr.models import build_model
 from ddetr.models.deformable_detr import PRIOR_PROB
-from ddetr.weights import WeightsError
+from ddetr.weights import WeightsError, build
 from test_model_checkpoint import OFFICIAL, official_keys
 from weights_cases import small_model
 
