@@ -22,8 +22,8 @@ Data and checkpoint (session-scoped: made once, shared; never write into them)
 - images(data, split="val"): the sorted image paths of a split.
 
 Command line
-- ddetr(*args, cwd=None, env=None): Run(rc, out, err) of `python -m ddetr ARGS` in a fresh
-  process, as a user runs it.
+- ddetr(*args, cwd=None, env=None, **popen): Run(rc, out, err) of `python -m ddetr ARGS` in a
+  fresh process, as a user runs it.
 - ddetr_here(*args): the same through `cli.main` in this process (no interpreter start);
   argparse's exits become the exit status.
 - one_error(run, command, *parts): asserts the run failed with one line
@@ -130,8 +130,9 @@ class Run(NamedTuple):
     err: str
 
 
-def ddetr(*args, cwd=None, env=None, timeout=300) -> Run:
-    """`python -m ddetr ARGS` in a fresh process."""
+def ddetr(*args, cwd=None, env=None, timeout=300, **popen) -> Run:
+    """`python -m ddetr ARGS` in a fresh process (`popen`: more of subprocess.run's options,
+    e.g. preexec_fn to limit the file size)."""
     proc = subprocess.run(
         [sys.executable, "-m", "ddetr", *map(str, args)],
         capture_output=True,
@@ -139,6 +140,7 @@ def ddetr(*args, cwd=None, env=None, timeout=300) -> Run:
         timeout=timeout,
         cwd=cwd,
         env=env,
+        **popen,
     )
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
