@@ -1,39 +1,23 @@
-"""Tiny models of every variant, inputs and the eager reference outputs shared by the export
-tests."""
+"""Inputs, eager reference outputs and a comparison shared by the export tests, on the tiny
+model (conftest.py) of every variant."""
 
 import torch
 
-from ddetr.models import build_model
+import conftest
 from ddetr.models.postprocess import top_detections
 from ddetr.nn import MSDeformAttn
 from ddetr.util.misc import NestedTensor
 
-TINY = {
-    "backbone": "resnet18",
-    "hidden_dim": 64,
-    "nheads": 8,
-    "dim_feedforward": 128,
-    "enc_layers": 1,
-    "dec_layers": 2,
-    "num_queries": 20,
-    "num_classes": 7,
-    "num_select": 30,
-}
-VARIANTS = {
-    "default": {},
-    "single_scale": {"num_feature_levels": 1},
-    "box_refine": {"with_box_refine": True},
-    "two_stage": {"with_box_refine": True, "two_stage": True},
-}
+NUM_CLASSES = 7
+NUM_SELECT = 30  # top detections of the exported postprocess (20 queries x 7 classes to pick from)
 # two sizes from one exported file; the second a batch of 2 with one image padded
 SIZES = [(1, 128, 160), (2, 96, 136)]
 
 
 def tiny_model(variant: str):
-    """A tiny model whose attention really depends on the query (the paper's init makes the
-    offsets and weights constant) and whose box heads are not zero."""
-    torch.manual_seed(0)
-    model = build_model(**TINY, **VARIANTS[variant]).eval()
+    """The tiny model, its attention really depending on the query (the paper's init makes
+    the offsets and weights constant) and its box heads not zero."""
+    model = conftest.tiny_model(variant, num_classes=NUM_CLASSES)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, MSDeformAttn):
@@ -62,7 +46,7 @@ def reference(model, images, mask, target_sizes):
     return (
         out["pred_logits"],
         out["pred_boxes"],
-        *top_detections(out["pred_logits"], out["pred_boxes"], target_sizes, TINY["num_select"]),
+        *top_detections(out["pred_logits"], out["pred_boxes"], target_sizes, NUM_SELECT),
     )
 
 

@@ -56,11 +56,12 @@ def encoder_inputs(shapes, n=1, m=2, d=8, p=2, reach=2.0, far=0.0, dtype=torch.f
     return (out[0], spatial_shapes, compute_level_start_index(spatial_shapes), out[1], out[2])
 
 
-# Encoder-layout maps wide enough for the CPU backward's split into bands of columns (see
-# cpp/ms_deform_attn/cpu/bands.h): two wide levels, two narrow ones.
+# Encoder-layout maps wide enough that the CPU kernels walk each level's queries in bands of
+# columns, then strips, with widths that are not a multiple of a strip: two wide levels, two
+# narrow ones.
 BAND_SHAPES = [[10, 70], [4, 35], [3, 18], [2, 9]]
-# "near": points around their query, a few anywhere (deferred, listed); "anywhere": every
-# point anywhere (with 4 points per level, more than a list holds: the band is walked again).
+# "near": points around their own query, a few anywhere (the CPU backward then walks a
+# thread's heads together); "anywhere": every point anywhere (it walks them one at a time).
 BAND_CASES = {"near": dict(reach=2.0, far=0.01), "anywhere": dict(reach=2.0, far=1.0)}
 
 # Wide spreads, as trained encoders sample across whole objects: points tens of columns from

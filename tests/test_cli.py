@@ -1,96 +1,48 @@
-"""Every `ddetr` command on tiny data: demo, train, eval, predict, python -m ddetr (bench:
-test_cli_bench.py),
-and clear errors for bad input."""
+"""Every `ddetr` command on tiny data: demo, train, eval, predict, each command's help,
+python -m ddetr (bench: test_cli_bench.py), and clear errors for bad input."""
 
 import json
 import os
-import subprocess
-import sys
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ddetr import cli
-from ddetr.data.synthetic import make_synthetic
+from conftest import SYNTHETIC, TINY_CLI, ddetr, ddetr_here, images
 from ddetr.visualize import MIN_PICTURE_SIZE, colour
-from tiny import TINY_CLI
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    data = make_synthetic(
-        str(root / "syn"), num_train=6, num_val=3, min_image_size=48, max_image_size=64, num_classes=3
-    )
-    out = root / "run"
-    rc = cli.main(
-        [
-            "train",
-            "--coco-path",
-            data,
-            "--output-dir",
-            str(out),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "2",
-            "--image-size",
-            "64",
-            "--max-steps",
-            "2",
-            *TINY_CLI,
-        ]
-    )
-    assert rc == 0
-    return data, out
 
 
 def test_train_outputs(trained):
-    _, out = trained
-    assert {"checkpoint.pth", "log.txt", "metrics.json"} <= set(os.listdir(out))
-    log = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
+    assert {"checkpoint.pth", "log.txt", "metrics.json"} <= set(os.listdir(trained.dir))
+    log = [json.loads(line) for line in (trained.dir / "log.txt").read_text().splitlines()]
     assert log[-1]["epoch"] == 0 and "train_loss" in log[-1] and "test_AP" in log[-1]
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((trained.dir / "metrics.json").read_text())
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(metrics)
 
 
 def test_eval(trained, tmp_path):
-    data, out = trained
-    rc = cli.main(
-        [
-            "eval",
-            "--checkpoint",
-            str(out / "checkpoint.pth"),
-            "--coco-path",
-            data,
-            "--output-dir",
-            str(tmp_path),
-            "--num-workers",
-            "0",
-            "--device",
-            "cpu",
-            "--quiet",
-        ]
-    )
-    assert rc == 0
+    rc, _, err = ddetr_here(
+        "eval", "--checkpoint", trained.checkpoint, "--coco-path", trained.data, "--output-dir", tmp_path,
+        "--num-workers", "0", "--device", "cpu", "--quiet",
+    )  # fmt: skip
+    assert rc == 0, err
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["images"] == 3 and 0 <= metrics["AP"] <= 1
+    assert metrics["images"] == SYNTHETIC["num_val"] and 0 <= metrics["AP"] <= 1
 
 
 def test_predict_with_sampling_points(trained, tmp_path):
-    data, out = trained
-    images = [os.path.join(data, "val2017", f) for f in sorted(os.listdir(os.path.join(data, "val2017")))]
+    pictures = images(trained.data)[:3]
     gray = tmp_path / "gray.jpg"
     Image.new("L", (50, 40), 128).save(gray)
-    common = [*images, str(gray), "--checkpoint", str(out / "checkpoint.pth"), "--threshold", "0"]
-    assert cli.main(["predict", *common, "--output-dir", str(tmp_path / "plain")]) == 0
-    rc = cli.main(["predict", *common, "--output-dir", str(tmp_path / "pred"), "--show-sampling-points"])
-    assert rc == 0
+    common = [*pictures, gray, "--checkpoint", trained.checkpoint, "--threshold", "0"]
+    assert ddetr_here("predict", *common, "--output-dir", tmp_path / "plain").rc == 0
+    assert ddetr_here("predict", *common, "--output-dir", tmp_path / "pred", "--show-sampling-points").rc == 0
     res = json.loads((tmp_path / "pred" / "detections.json").read_text())
     plain = json.loads((tmp_path / "plain" / "detections.json").read_text())
     assert len(res) == 4 and [r["detections"] for r in res] == [r["detections"] for r in plain]
-    label_colours = {colour(label) for label in range(4)}  # 3 classes, labels = category ids 1..3
+    # labels = category ids 1..num_classes
+    label_colours = {colour(label) for label in range(SYNTHETIC["num_classes"] + 1)}
     for r, p in zip(res, plain):
         image = Image.open(r["image"])
         picture = np.asarray(Image.open(r["output"]).convert("RGB"))
@@ -106,26 +58,12 @@ def test_predict_with_sampling_points(trained, tmp_path):
         assert {tuple(c) for c in picture[changed]} <= label_colours
 
 
-def test_demo_tiny(tmp_path, capsys):
-    rc = cli.main(
-        [
-            "demo",
-            "--output-dir",
-            str(tmp_path),
-            "--epochs",
-            "1",
-            "--num-train",
-            "4",
-            "--num-val",
-            "2",
-            "--max-steps",
-            "1",
-            "--num-pictures",
-            "2",
-            *TINY_CLI,
-        ]
-    )
-    assert rc == 0
+def test_demo_tiny(tmp_path):
+    rc, out, err = ddetr_here(
+        "demo", "--output-dir", tmp_path, "--epochs", "1", "--num-train", "4", "--num-val", "2",
+        "--max-steps", "1", "--num-pictures", "2", *TINY_CLI,
+    )  # fmt: skip
+    assert rc == 0, err
     assert {
         "checkpoint.pth",
         "metrics.json",
@@ -137,18 +75,49 @@ def test_demo_tiny(tmp_path, capsys):
     } <= set(os.listdir(tmp_path))
     assert len([f for f in os.listdir(tmp_path / "predictions") if f.endswith(".png")]) == 2
     assert len(os.listdir(tmp_path / "data" / "train2017")) == 4
-    assert "AP50" in capsys.readouterr().out
+    assert "AP50" in out
 
 
-def test_python_m_ddetr_help():
-    proc = subprocess.run([sys.executable, "-m", "ddetr", "--help"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0
-    for command in ("demo", "train", "eval", "predict", "bench"):
-        assert command in proc.stdout
+# Each command's help: its own usage line and options only it has; none of another's.
+OWN_OPTIONS = {
+    "demo": ["--num-pictures"],
+    "train": ["--epochs", "--resume", "--pretrained", "--train-ann"],
+    "eval": ["--checkpoint", "--num-select", "--val-ann"],
+    "predict": ["IMAGE", "--threshold", "--show-sampling-points"],
+    "check-data": ["--coco-path", "--train-images", "--val-ann"],
+    "convert": ["SRC", "DST", "--to"],
+    "export": ["--checkpoint", "--output", "--opset", "--attention"],
+}
+NOT_IN = {  # options of other commands each help must not show
+    "demo": ["--checkpoint", "--coco-path", "--opset"],
+    "train": ["--checkpoint", "--threshold", "--opset"],
+    "eval": ["--epochs", "--threshold", "--opset"],
+    "predict": ["--coco-path", "--epochs", "--opset"],
+    "check-data": ["--checkpoint", "--epochs", "--threshold"],
+    "convert": ["--checkpoint", "--epochs", "--coco-path"],
+    "export": ["--coco-path", "--epochs", "--threshold"],
+}
 
 
-def test_bad_annotations_clear_error(trained, tmp_path, capsys):
-    data, out = trained
+def test_python_m_ddetr_help_lists_every_command():
+    rc, out, err = ddetr("--help")
+    assert rc == 0, err
+    listed = re.search(r"\{([a-z,-]+)\}", out)
+    assert listed and set(listed.group(1).split(",")) == {*OWN_OPTIONS, "bench"}, out
+
+
+@pytest.mark.parametrize("command", list(OWN_OPTIONS))
+def test_each_command_has_its_own_help(command):
+    rc, out, err = ddetr_here(command, "--help")
+    assert rc == 0, err
+    assert out.startswith(f"usage: ddetr {command} "), out[:200]
+    for option in OWN_OPTIONS[command]:
+        assert option in out, (command, option)
+    for option in NOT_IN[command]:
+        assert option not in out, (command, option)
+
+
+def test_bad_annotations_clear_error(trained, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(
         json.dumps(
@@ -159,33 +128,22 @@ def test_bad_annotations_clear_error(trained, tmp_path, capsys):
             }
         )
     )
-    rc = cli.main(
-        [
-            "eval",
-            "--checkpoint",
-            str(out / "checkpoint.pth"),
-            "--val-images",
-            data,
-            "--val-ann",
-            str(bad),
-            "--device",
-            "cpu",
-            "--quiet",
-        ]
-    )
-    assert rc == 1
-    err = capsys.readouterr().err
-    assert "bad.json" in err and "annotations[0] (id 5)" in err and "bbox" in err
+    run = ddetr_here(
+        "eval", "--checkpoint", trained.checkpoint, "--val-images", trained.data, "--val-ann", bad,
+        "--device", "cpu", "--quiet",
+    )  # fmt: skip
+    assert run.rc == 1
+    assert "bad.json" in run.err and "annotations[0] (id 5)" in run.err and "bbox" in run.err
 
 
-def test_missing_checkpoint_clear_error(tmp_path, capsys):
-    rc = cli.main(["predict", "img.png", "--checkpoint", str(tmp_path / "none.pth")])
-    assert rc == 1 and "none.pth: checkpoint not found" in capsys.readouterr().err
+def test_missing_checkpoint_clear_error(tmp_path):
+    run = ddetr_here("predict", "img.png", "--checkpoint", tmp_path / "none.pth")
+    assert run.rc == 1 and "none.pth: checkpoint not found" in run.err
 
 
-def test_eval_without_data_names_the_options(trained, capsys):
-    _, out = trained
-    assert cli.main(["eval", "--checkpoint", str(out / "checkpoint.pth"), "--quiet"]) == 1
-    assert capsys.readouterr().err == (
+def test_eval_without_data_names_the_options(trained):
+    run = ddetr_here("eval", "--checkpoint", trained.checkpoint, "--quiet")
+    assert run.rc == 1
+    assert run.err == (
         "ddetr eval: error: no data: give --coco-path DIR (COCO layout) or --val-images DIR --val-ann FILE\n"
     )

@@ -2,71 +2,23 @@
 status 1 and no traceback, and loses nothing that was on disk. A subprocess per case, as a
 user runs it, where the case gets as far as training or a loader worker; `cli.main` in this
 process where it stops before (an uncaught exception fails the test just the same), to keep
-the file fast. The cases that need a trained checkpoint share one."""
+the file fast. The cases that need a trained checkpoint use the shared one (a copy where
+they change it)."""
 
-import contextlib
-import io
 import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from ddetr import cli
+from conftest import SYNTHETIC, TINY_CLI, TINY_MODEL, TINY_TRAIN, ddetr, ddetr_here, images, one_error
 from ddetr.data.coco import load_image
-from ddetr.data.synthetic import make_synthetic
-from tiny import TINY_CLI
 
-TRAIN = ["--epochs", "1", "--batch-size", "2", "--image-size", "64", "--max-steps", "1", *TINY_CLI]
-
-
-def ddetr(*args, cwd=None):
-    """(exit status, stdout, stderr) of `python -m ddetr ARGS`."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "ddetr", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd
-    )
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def ddetr_here(*args):
-    """(exit status, stdout, stderr) of `cli.main(ARGS)`, in this process."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = cli.main(list(map(str, args)))
-    return rc, out.getvalue(), err.getvalue()
-
-
-def one_error(result, command: str, *parts: str) -> str:
-    """The single error line of a failed run, holding each of `parts`."""
-    rc, _, err = result
-    assert rc == 1, err
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"ddetr {command}: error: "), err
-    assert len(lines[0]) < 400, err
-    for p in parts:
-        assert p in lines[0], err
-    return lines[0]
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A synthetic data set and a one-step run of the tiny model on it."""
-    root = tmp_path_factory.mktemp("errors")
-    data = make_synthetic(
-        str(root / "syn"), num_train=4, num_val=2, min_image_size=48, max_image_size=64, num_classes=3
-    )
-    out = root / "run"
-    rc, _, err = ddetr("train", "--coco-path", data, "--output-dir", out, *TRAIN)
-    assert rc == 0, err
-    return root, data, out
+TRAIN = [*TINY_TRAIN, "--max-steps", "1"]
 
 
 def _json(path, data):
@@ -74,14 +26,19 @@ def _json(path, data):
     return path
 
 
+def _train_json(data):
+    return json.loads(open(os.path.join(data, "annotations", "instances_train2017.json")).read())
+
+
 # 1. nothing lost or overwritten
 
 
-def test_existing_checkpoint_is_not_replaced(run):
-    _, data, out = run
+def test_existing_checkpoint_is_not_replaced(trained, tmp_path):
+    out = tmp_path
+    shutil.copy(trained.checkpoint, out / "checkpoint.pth")
     before = (out / "checkpoint.pth").stat().st_mtime_ns
     one_error(
-        ddetr("train", "--coco-path", data, "--output-dir", out, *TRAIN),
+        ddetr("train", "--coco-path", trained.data, "--output-dir", out, *TRAIN),
         "train",
         "checkpoint.pth",
         "--resume auto",
@@ -90,9 +47,9 @@ def test_existing_checkpoint_is_not_replaced(run):
     assert (out / "checkpoint.pth").stat().st_mtime_ns == before
 
 
-def test_resume_applies_a_new_lr_and_epochs_done_writes_nothing(run, tmp_path):
-    _, data, out = run
-    shutil.copy(out / "checkpoint.pth", tmp_path / "checkpoint.pth")
+def test_resume_applies_a_new_lr_and_epochs_done_writes_nothing(trained, tmp_path):
+    data = trained.data
+    shutil.copy(trained.checkpoint, tmp_path / "checkpoint.pth")
     rc, stdout, err = ddetr(
         "train",
         "--coco-path",
@@ -132,6 +89,7 @@ def test_resume_applies_a_new_lr_and_epochs_done_writes_nothing(run, tmp_path):
     )
     assert rc == 0 and "nothing to train" in stdout and "checkpoint " + str(tmp_path) not in stdout
     # a model option that does not fit the checkpoint: named, briefly
+    hidden, queries = 2 * TINY_MODEL["hidden_dim"], 2 * TINY_MODEL["num_queries"]
     line = one_error(
         ddetr(
             "train",
@@ -143,23 +101,21 @@ def test_resume_applies_a_new_lr_and_epochs_done_writes_nothing(run, tmp_path):
             "auto",
             *TRAIN,
             "--hidden-dim",
-            "64",
+            hidden,
             "--num-queries",
-            "20",
+            queries,
         ),
         "train",
-        "--hidden-dim 32 (given: 64)",
-        "--num-queries 10 (given: 20)",
+        f"--hidden-dim {TINY_MODEL['hidden_dim']} (given: {hidden})",
+        f"--num-queries {TINY_MODEL['num_queries']} (given: {queries})",
     )
     assert len(line) < 250
 
 
-def test_predict_keeps_good_images_and_names_pictures_apart(run, tmp_path):
-    root, data, out = run
-    val = sorted(os.listdir(os.path.join(data, "val2017")))
+def test_predict_keeps_good_images_and_names_pictures_apart(trained, tmp_path):
     for d in ("a", "b"):
         os.makedirs(tmp_path / d)
-        shutil.copy(os.path.join(data, "val2017", val[0]), tmp_path / d / "pic.png")
+        shutil.copy(images(trained.data)[0], tmp_path / d / "pic.png")
     (tmp_path / "bad.png").write_bytes(b"not an image")
     res = ddetr(
         "predict",
@@ -167,7 +123,7 @@ def test_predict_keeps_good_images_and_names_pictures_apart(run, tmp_path):
         tmp_path / "bad.png",
         tmp_path / "b" / "pic.png",
         "--checkpoint",
-        out / "checkpoint.pth",
+        trained.checkpoint,
         "--output-dir",
         tmp_path / "out",
         "--threshold",
@@ -194,10 +150,9 @@ def test_16_bit_grayscale_is_scaled(tmp_path):
     np.testing.assert_allclose(rgb[..., 0], ramp / 257, atol=0.51)
 
 
-def test_nothing_to_learn_from(run, tmp_path):
-    _, data, _ = run
-    src = json.loads(open(os.path.join(data, "annotations", "instances_train2017.json")).read())
-    images = os.path.join(data, "train2017")
+def test_nothing_to_learn_from(synthetic_data, tmp_path):
+    src = _train_json(synthetic_data)
+    train_images = os.path.join(synthetic_data, "train2017")
     cases = {
         "no images": ({**src, "images": [], "annotations": []}, "no images in the train set"),
         "no annotations": ({**src, "annotations": []}, "nothing to learn from"),
@@ -214,11 +169,11 @@ def test_nothing_to_learn_from(run, tmp_path):
             ddetr_here(
                 "train",
                 "--train-images",
-                images,
+                train_images,
                 "--train-ann",
                 path,
                 "--val-images",
-                images,
+                train_images,
                 "--val-ann",
                 path,
                 "--output-dir",
@@ -232,18 +187,15 @@ def test_nothing_to_learn_from(run, tmp_path):
         assert not (out / "checkpoint.pth").exists(), name
 
 
-def test_non_finite_weights_and_threshold(run, tmp_path):
-    _, data, out = run
-    img = os.path.join(data, "val2017", sorted(os.listdir(os.path.join(data, "val2017")))[0])
+def test_non_finite_weights_and_threshold(trained, tmp_path):
+    img = images(trained.data)[0]
     one_error(
-        ddetr_here(
-            "predict", img, "--checkpoint", out / "checkpoint.pth", "--threshold", "nan", "--output-dir", tmp_path
-        ),
+        ddetr_here("predict", img, "--checkpoint", trained.checkpoint, "--threshold", "nan", "--output-dir", tmp_path),
         "predict",
         "--threshold",
         "nan",
     )
-    ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
+    ckpt = torch.load(trained.checkpoint, weights_only=True)
     ckpt["model"]["class_embed.0.bias"][0] = float("nan")
     torch.save({"model": ckpt["model"], "args": ckpt["args"]}, tmp_path / "nan.pth")
     one_error(
@@ -255,14 +207,13 @@ def test_non_finite_weights_and_threshold(run, tmp_path):
     )
 
 
-def test_divergence_stops_with_the_last_checkpoint_kept(run, tmp_path):
-    _, data, out = run
-    shutil.copy(out / "checkpoint.pth", tmp_path / "checkpoint.pth")
+def test_divergence_stops_with_the_last_checkpoint_kept(trained, tmp_path):
+    shutil.copy(trained.checkpoint, tmp_path / "checkpoint.pth")
     before = (tmp_path / "checkpoint.pth").read_bytes()
     res = ddetr(
         "train",
         "--coco-path",
-        data,
+        trained.data,
         "--output-dir",
         tmp_path,
         "--resume",
@@ -316,20 +267,20 @@ def test_options_out_of_range_name_the_option(tmp_path):
         one_error(ddetr_here(*command, "--device", "nonsense"), command[0], "--device", "nonsense")
 
 
-def test_bad_files_name_the_file(run, tmp_path):
-    root, data, out = run
-    images = os.path.join(data, "train2017")
-    src = json.loads(open(os.path.join(data, "annotations", "instances_train2017.json")).read())
+def test_bad_files_name_the_file(synthetic_data, tmp_path):
+    data = synthetic_data
+    train_images = os.path.join(data, "train2017")
+    src = _train_json(data)
     nested = tmp_path / "nested.json"
     nested.write_text("[" * 100000 + "]" * 100000)
     area = _json(tmp_path / "area.json", {**src, "annotations": [{**src["annotations"][0], "area": "big"}]})
     (tmp_path / "file").write_text("")
     (tmp_path / "notweights.pth").write_bytes(b"junk")
-    common = ["--val-images", images, "--val-ann"]
+    common = ["--val-images", train_images, "--val-ann"]
     cases = [
-        (["--train-images", images, "--train-ann", tmp_path, *common, tmp_path], str(tmp_path), "folder"),
-        (["--train-images", images, "--train-ann", nested, *common, nested], "nested.json", "nested"),
-        (["--train-images", images, "--train-ann", area, *common, area], "area.json", "'area'"),
+        (["--train-images", train_images, "--train-ann", tmp_path, *common, tmp_path], str(tmp_path), "folder"),
+        (["--train-images", train_images, "--train-ann", nested, *common, nested], "nested.json", "nested"),
+        (["--train-images", train_images, "--train-ann", area, *common, area], "area.json", "'area'"),
         (["--coco-path", data, "--output-dir", tmp_path / "file"], "--output-dir", "is a file"),
         (["--coco-path", data, "--output-dir", tmp_path / "file" / "sub"], "--output-dir", "file"),
         (["--coco-path", data, "--backbone-weights", tmp_path / "notweights.pth"], "notweights.pth", "resnet18"),
@@ -340,39 +291,39 @@ def test_bad_files_name_the_file(run, tmp_path):
         one_error(ddetr_here("train", *args, *TRAIN), "train", *parts)
 
 
-def test_bad_image_found_at_start_and_by_check_data(run, tmp_path):
-    _, data, _ = run
+def test_bad_image_found_at_start_and_by_check_data(synthetic_data, tmp_path):
+    data = synthetic_data
     bad = tmp_path / "coco"
     shutil.copytree(data, bad)
     first = sorted(os.listdir(bad / "train2017"))[0]
     (bad / "train2017" / first).write_bytes(b"broken")
     one_error(ddetr("train", "--coco-path", bad, "--output-dir", tmp_path / "o", *TRAIN), "train", first)
     assert not (tmp_path / "o" / "checkpoint.pth").exists()
-    rc, stdout, err = ddetr("check-data", "--coco-path", bad)
-    one_error((rc, stdout, err), "check-data", "1 unreadable or mis-sized image")
+    rc, stdout, err = run = ddetr("check-data", "--coco-path", bad)
+    one_error(run, "check-data", "1 unreadable or mis-sized image")
     assert first in stdout and "train:" in stdout and "val:" in stdout
     rc, stdout, err = ddetr("check-data", "--coco-path", data)
-    assert rc == 0 and "4 image(s), 4 with a usable box" in stdout, err
+    n = SYNTHETIC["num_train"]
+    assert rc == 0 and f"{n} image(s), {n} with a usable box" in stdout, err
 
 
-def test_a_data_error_in_a_loader_worker_is_one_line(run, tmp_path):
-    _, data, _ = run
-    src = json.loads(open(os.path.join(data, "annotations", "instances_train2017.json")).read())
+def test_a_data_error_in_a_loader_worker_is_one_line(synthetic_data, tmp_path):
+    src = _train_json(synthetic_data)
     # a header that reads but pixels that do not: found only when a worker decodes it
-    images = tmp_path / "images"
-    shutil.copytree(os.path.join(data, "train2017"), images)
+    folder = tmp_path / "images"
+    shutil.copytree(os.path.join(synthetic_data, "train2017"), folder)
     name = src["images"][0]["file_name"]
-    blob = (images / name).read_bytes()
-    (images / name).write_bytes(blob[: len(blob) // 2])
+    blob = (folder / name).read_bytes()
+    (folder / name).write_bytes(blob[: len(blob) // 2])
     ann = _json(tmp_path / "a.json", src)
     res = ddetr(
         "train",
         "--train-images",
-        images,
+        folder,
         "--train-ann",
         ann,
         "--val-images",
-        images,
+        folder,
         "--val-ann",
         ann,
         "--output-dir",
@@ -386,18 +337,19 @@ def test_a_data_error_in_a_loader_worker_is_one_line(run, tmp_path):
     one_error(res, "train", name, "worker")
 
 
-def test_bad_checkpoints(run, tmp_path):
-    _, data, out = run
-    img = os.path.join(data, "val2017", sorted(os.listdir(os.path.join(data, "val2017")))[0])
-    ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
+def test_bad_checkpoints(trained, tmp_path):
+    data = trained.data
+    img = images(data)[0]
+    ckpt = torch.load(trained.checkpoint, weights_only=True)
+    hidden, other = TINY_MODEL["hidden_dim"], 2 * TINY_MODEL["hidden_dim"]
     torch.save({"model": [1, 2], "args": ckpt["args"]}, tmp_path / "list.pth")
     torch.save({"model": ckpt["model"], "args": {**ckpt["args"], "hidden_dim": -3}}, tmp_path / "opts.pth")
-    torch.save({"model": ckpt["model"], "args": {**ckpt["args"], "hidden_dim": 64}}, tmp_path / "fit.pth")
+    torch.save({"model": ckpt["model"], "args": {**ckpt["args"], "hidden_dim": other}}, tmp_path / "fit.pth")
     # saved options that contradict the weights are named with what the weights have
     for name, *parts in [
         ("list.pth", "not a state dict"),
-        ("opts.pth", "hidden_dim=-3", "hidden_dim=32"),
-        ("fit.pth", "hidden_dim=64", "hidden_dim=32"),
+        ("opts.pth", "hidden_dim=-3", f"hidden_dim={hidden}"),
+        ("fit.pth", f"hidden_dim={other}", f"hidden_dim={hidden}"),
     ]:
         line = one_error(
             ddetr_here("predict", img, "--checkpoint", tmp_path / name, "--output-dir", tmp_path / "p"),
@@ -410,15 +362,15 @@ def test_bad_checkpoints(run, tmp_path):
         ddetr_here("eval", "--checkpoint", tmp_path / "fit.pth", "--coco-path", data, "--output-dir", tmp_path),
         "eval",
         "fit.pth",
-        "hidden_dim=64",
+        f"hidden_dim={other}",
     )
 
 
 # 4. consistency
 
 
-def test_checkpoint_and_log_keep_the_umask(run):
-    _, _, out = run
+def test_checkpoint_and_log_keep_the_umask(trained):
+    out = trained.dir
     mode = stat.S_IMODE(os.stat(out / "checkpoint.pth").st_mode)
     assert mode == stat.S_IMODE(os.stat(out / "log.txt").st_mode)
     mask = os.umask(0)

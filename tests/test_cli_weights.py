@@ -6,16 +6,13 @@ whose category ids are not COCO's."""
 import argparse
 import json
 import os
-import subprocess
-import sys
+import shutil
 
 import pytest
 import torch
 
+from conftest import TINY_MODEL, ddetr, images, tiny_model
 from ddetr import cli, weights
-from ddetr.data.synthetic import make_synthetic
-from ddetr.models import build_model
-from tiny import TINY_MODEL as TINY
 
 pytest.importorskip("safetensors", reason="safetensors is not installed: pip install '.[hf]'")
 
@@ -24,11 +21,10 @@ CATEGORY_IDS = {1: 1001, 2: 2002, 3: 3003}  # beyond 255: labels 0..2 map throug
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(synthetic_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("cliw")
-    data = make_synthetic(
-        str(root / "syn"), num_train=6, num_val=3, min_image_size=48, max_image_size=64, num_classes=3
-    )
+    data = str(root / "syn")
+    shutil.copytree(synthetic_data, data)
     for split in ("train", "val"):  # any category ids, not only COCO's
         path = os.path.join(data, "annotations", f"instances_{split}2017.json")
         js = json.load(open(path))
@@ -37,16 +33,10 @@ def setup(tmp_path_factory):
         for a in js["annotations"]:
             a["category_id"] = CATEGORY_IDS[a["category_id"]]
         json.dump(js, open(path, "w"))
-    torch.manual_seed(0)
-    coco = build_model(**TINY, num_classes=91)  # saved as the official code does: args in a Namespace
+    coco = tiny_model(num_classes=91)  # saved as the official code does: args in a Namespace
     pretrained = root / "coco91.pth"
-    torch.save({"model": coco.state_dict(), "args": argparse.Namespace(**TINY, dataset_file="coco")}, pretrained)
+    torch.save({"model": coco.state_dict(), "args": argparse.Namespace(**TINY_MODEL, dataset_file="coco")}, pretrained)
     return root, data, pretrained
-
-
-def ddetr(*argv):
-    proc = subprocess.run([sys.executable, "-m", "ddetr", *map(str, argv)], capture_output=True, text=True, timeout=300)
-    return proc.returncode, proc.stdout, proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +74,8 @@ def test_finetune_reports_skipped_heads_and_trains(finetuned):
     log = [json.loads(s) for s in (out / "log.txt").read_text().splitlines()]
     assert len(log) == 3 and log[-1]["train_loss"] < 0.9 * log[0]["train_loss"], [e["train_loss"] for e in log]
     args = torch.load(out / "checkpoint.pth", weights_only=True)["args"]
-    assert args["hidden_dim"] == 32 and args["nheads"] == 4 and args["num_classes"] == 3
+    assert args["hidden_dim"] == TINY_MODEL["hidden_dim"] and args["nheads"] == TINY_MODEL["nheads"]
+    assert args["num_classes"] == 3
     assert args["dataset"]["label_to_category"] == {0: 1001, 1: 2002, 2: 3003}
     assert 0 <= json.loads((out / "metrics.json").read_text())["AP"] <= 1
 
@@ -92,7 +83,7 @@ def test_finetune_reports_skipped_heads_and_trains(finetuned):
 def test_finetuned_predict_names_and_category_ids(setup, finetuned, tmp_path):
     _, data, _ = setup
     out, _ = finetuned
-    image = os.path.join(data, "val2017", sorted(os.listdir(os.path.join(data, "val2017")))[0])
+    image = images(data)[0]
     rc, stdout, stderr = ddetr(
         "predict", image, "--checkpoint", out / "checkpoint.pth", "--threshold", 0, "--output-dir", tmp_path
     )
@@ -136,7 +127,7 @@ def test_pretrained_that_does_not_fit_is_one_clear_error(setup, tmp_path, capsys
             "--pretrained",
             str(pretrained),
             "--hidden-dim",
-            "64",
+            str(2 * TINY_MODEL["hidden_dim"]),
             "--coco-path",
             data,
             "--output-dir",
@@ -158,14 +149,15 @@ def test_convert_both_ways(setup, tmp_path):
     assert stdout.count("\n") == 1 and "official layout, default, resnet18, 91 classes" in stdout
     assert "config.json + model.safetensors (HF layout, transformers backbone)" in stdout
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert config["use_timm_backbone"] is False and config["encoder_attention_heads"] == 4  # from the args
+    assert config["use_timm_backbone"] is False
+    assert config["encoder_attention_heads"] == TINY_MODEL["nheads"]  # from the args
     rc, stdout, stderr = ddetr("convert", tmp_path / "hf", tmp_path / "back.pth", "--to", "official")
     assert rc == 0, stderr
     assert "hf layout (transformers backbone names)" in stdout and "back.pth (official layout)" in stdout
     original = torch.load(pretrained, weights_only=False)["model"]
     back, info = weights.load(tmp_path / "back.pth")
     assert back.keys() == original.keys() and all(torch.equal(back[k], original[k]) for k in original)
-    assert info.options["nheads"] == 4  # kept in the converted file's args
+    assert info.options["nheads"] == TINY_MODEL["nheads"]  # kept in the converted file's args
 
 
 def test_convert_bad_file_is_one_clear_error(tmp_path, capsys):
@@ -192,7 +184,7 @@ def test_predict_and_eval_take_either_layout(setup, finetuned, tmp_path):
     paths = {"ddetr": out / "checkpoint.pth", "hf": root / "ft-hf", "official": root / "ft-official.pth"}
     weights.convert(paths["ddetr"], paths["hf"], to="hf")
     weights.convert(paths["hf"], paths["official"], to="official")
-    image = os.path.join(data, "val2017", sorted(os.listdir(os.path.join(data, "val2017")))[0])
+    image = images(data)[0]
     found, metrics = {}, {}
     for name, path in paths.items():
         common = ["--checkpoint", str(path), "--output-dir", str(tmp_path / name), "--device", "cpu"]

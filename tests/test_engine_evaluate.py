@@ -5,16 +5,12 @@ import pytest
 import torch
 
 from ddetr.data.coco import coco_from_dict, coco_paths, load_coco_json
-from ddetr.data.synthetic import make_synthetic
 from ddetr.engine.evaluate import CocoEvaluator, coco_metrics, to_coco_detections
 
 
 @pytest.fixture(scope="module")
-def gt(tmp_path_factory):
-    root = make_synthetic(
-        str(tmp_path_factory.mktemp("syn")), num_train=1, num_val=12, min_image_size=64, max_image_size=96
-    )
-    return coco_from_dict(load_coco_json(coco_paths(root, "val")[1]))
+def gt(synthetic_data):
+    return coco_from_dict(load_coco_json(coco_paths(synthetic_data, "val")[1]))
 
 
 def _perfect(coco, shift=0.0):

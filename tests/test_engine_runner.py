@@ -4,17 +4,14 @@ both commands with --dtype bfloat16 against float32. Compiles use dynamo's eager
 (the same full-graph trace, at a fraction of inductor's cost)."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import SYNTHETIC, images, tiny_model
 from ddetr import cli
-from ddetr.data.synthetic import make_synthetic
 from ddetr.engine import inference_model as R
 from ddetr.inference import optimize_for_inference
-from ddetr.models import build_model
-from tiny import TINY_CLI, TINY_MODEL
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,8 +30,7 @@ def cheap_compile(monkeypatch):
 
 
 def _model():
-    torch.manual_seed(0)
-    return build_model(**TINY_MODEL, num_classes=3).eval()
+    return tiny_model(num_classes=3)
 
 
 def _images():
@@ -99,17 +95,8 @@ def test_bad_dtype_names_the_option():
         R.parse_dtype("float64")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runner")
-    data = make_synthetic(str(root / "syn"), num_train=4, num_val=4, min_image_size=48, max_image_size=64)
-    args = ["train", "--coco-path", data, "--output-dir", str(root / "run"), "--epochs", "1", "--max-steps", "1"]
-    assert cli.main([*args, "--image-size", "64", *TINY_CLI]) == 0
-    return data, root / "run" / "checkpoint.pth"
-
-
-def test_eval_in_bfloat16(checkpoint, tmp_path):
-    data, ckpt = checkpoint
+def test_eval_in_bfloat16(trained, tmp_path):
+    data, ckpt = trained.data, trained.checkpoint
     metrics = {}
     for dtype in ("float32", "bfloat16"):
         out = tmp_path / dtype
@@ -117,13 +104,13 @@ def test_eval_in_bfloat16(checkpoint, tmp_path):
         assert cli.main([*argv, "--num-workers", "0", "--quiet"]) == 0
         metrics[dtype] = json.loads((out / "metrics.json").read_text())
     assert metrics["bfloat16"]["dtype"] == "bfloat16" and metrics["float32"]["dtype"] == "float32"
-    assert metrics["bfloat16"]["compiled"] is False  # 2 batches: auto does not compile
-    assert metrics["bfloat16"]["images"] == metrics["float32"]["images"] == 4
+    assert metrics["bfloat16"]["compiled"] is False  # a few batches: auto does not compile
+    assert metrics["bfloat16"]["images"] == metrics["float32"]["images"] == SYNTHETIC["num_val"]
 
 
-def test_predict_in_bfloat16_matches_float32(checkpoint, tmp_path):
-    data, ckpt = checkpoint
-    image = str(sorted(Path(data).glob("val2017/*"))[0])
+def test_predict_in_bfloat16_matches_float32(trained, tmp_path):
+    data, ckpt = trained.data, trained.checkpoint
+    image = images(data)[0]
     dets = {}
     for dtype in ("float32", "bfloat16"):
         out = tmp_path / dtype

@@ -3,14 +3,15 @@ touching the last good checkpoint, and uses the official parameter groups."""
 
 import math
 import os
+import shutil
 
 import pytest
 import torch
 
 import ddetr.nn
+from conftest import SYNTHETIC, TINY_TRAIN
 from ddetr.cli import build_parser
 from ddetr.data.collate import collate_fn, move_targets
-from ddetr.data.synthetic import make_synthetic
 from ddetr.engine import precision
 from ddetr.engine import train as T
 from ddetr.engine.build import build_datasets, build_detector
@@ -18,31 +19,22 @@ from ddetr.engine.optim import build_optimizer
 from ddetr.engine.options import resolve
 from ddetr.models.criterion import SetCriterion
 from ddetr.weights.files import read_checkpoint as load_checkpoint
-from tiny import TINY_CLI
 
-TINY = [*TINY_CLI, *"--image-size 64 --batch-size 2 --lr-backbone 1e-4".split()]
+TINY = [*TINY_TRAIN, "--lr-backbone", "1e-4"]
+
+# one thread, a fixed reduction order: resumed and uninterrupted runs must match bit for bit
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_synthetic(
-        str(tmp_path_factory.mktemp("syn")), num_train=8, num_val=4, min_image_size=48, max_image_size=64, num_classes=3
-    )
+@pytest.fixture
+def data(synthetic_data):
+    return synthetic_data
 
 
 def tiny_args(data, out, *extra):
     return resolve(
         "train", build_parser().parse_args(["train", "--coco-path", data, "--output-dir", str(out), *TINY, *extra])
     )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # a fixed reduction order: resumed and uninterrupted runs must match bit for bit
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_fixed_batch_loss_drops(data):
@@ -96,10 +88,9 @@ def test_resume_matches_uninterrupted(data, tmp_path):
         assert name in a
 
 
-def test_non_finite_loss_stops_and_keeps_checkpoint(data, tmp_path, monkeypatch):
-    args = tiny_args(data, tmp_path, "--epochs", "1", "--max-steps", "1", "--eval-every", "0")
-    T.train(args)
-    path = tmp_path / "checkpoint.pth"
+def test_non_finite_loss_stops_and_keeps_checkpoint(trained, tmp_path, monkeypatch):
+    data, path = trained.data, tmp_path / "checkpoint.pth"
+    shutil.copy(trained.checkpoint, path)  # one epoch done
     before = load_checkpoint(str(path))
     stamp = os.stat(path).st_mtime_ns
 
@@ -194,5 +185,5 @@ def test_bfloat16_autocast(data, tmp_path, device, monkeypatch):
     metrics = T.train(args)
     ck = load_checkpoint(str(tmp_path / "checkpoint.pth"))
     assert all(v.dtype != torch.bfloat16 for v in ck["model"].values())  # weights stay float32
-    assert {"AP", "AP50", "AP75"} <= set(metrics) and metrics["images"] == 4
+    assert {"AP", "AP50", "AP75"} <= set(metrics) and metrics["images"] == SYNTHETIC["num_val"]
     assert all(math.isfinite(float(v.float().abs().sum())) for v in ck["model"].values())

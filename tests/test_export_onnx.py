@@ -3,15 +3,8 @@ where it installs) at two image sizes from one file, against ddetr's eager outpu
 
 import pytest
 
-from export_cases import (
-    SIZES,
-    TINY,
-    VARIANTS,
-    assert_matches,
-    inputs,
-    reference,
-    tiny_model,
-)
+from conftest import TINY_MODEL, VARIANTS
+from export_cases import NUM_SELECT, SIZES, assert_matches, inputs, reference, tiny_model
 
 onnx = pytest.importorskip("onnx", reason="the export extra is not installed: pip install 'ddetr[export]'")
 pytest.importorskip("onnxscript", reason="the export extra is not installed: pip install 'ddetr[export]'")
@@ -26,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def exported(request, tmp_path_factory):
     model = tiny_model(request.param)
     path = str(tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx")
-    to_onnx(model, path, image_size=(128, 160), postprocess=True, num_select=TINY["num_select"])
+    to_onnx(model, path, image_size=(128, 160), postprocess=True, num_select=NUM_SELECT)
     return request.param, model, path
 
 
@@ -40,7 +33,7 @@ def test_graph_is_standard_onnx(exported):
     onnx.checker.check_model(proto, full_check=True)
     assert {i.domain for i in proto.opset_import} <= {"", "ai.onnx"}, "only standard operators"
     ops = [n.op_type for n in proto.graph.node]
-    attentions = TINY["enc_layers"] + TINY["dec_layers"]
+    attentions = TINY_MODEL["enc_layers"] + TINY_MODEL["dec_layers"]
     assert ops.count("GridSample") == attentions * model.num_feature_levels
     assert [i.name for i in proto.graph.input] == ["images", "mask", "target_sizes"]
     assert [o.name for o in proto.graph.output] == ["pred_logits", "pred_boxes", "scores", "labels", "boxes"]
@@ -69,7 +62,7 @@ def test_openvino_matches_eager(exported):
 
 def test_opset_20_uses_linear_mode(tmp_path):
     # opset 20 renamed GridSample's `bilinear` to `linear`: the converted graph must say so
-    model = tiny_model("single_scale")
+    model = tiny_model("single-scale")
     path = to_onnx(model, str(tmp_path / "m20.onnx"), image_size=96, opset=20)
     proto = onnx.load(path)
     assert {i.domain: i.version for i in proto.opset_import}[""] == 20

@@ -15,15 +15,15 @@ from ddetr.export import (
     size_limits,
     to_aoti,
 )
-from export_cases import SIZES, TINY, assert_matches, inputs, reference, tiny_model
+from export_cases import NUM_SELECT, SIZES, assert_matches, inputs, reference, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def program():
-    model = tiny_model("two_stage")
-    return model, export_program(model, image_size=(128, 160), postprocess=True, num_select=TINY["num_select"])
+    model = tiny_model("two-stage")
+    return model, export_program(model, image_size=(128, 160), postprocess=True, num_select=NUM_SELECT)
 
 
 def test_dynamic_sizes(program):
@@ -40,7 +40,7 @@ def test_dynamic_sizes(program):
 
 
 def test_image_size_below_minimum_is_refused():
-    model = tiny_model("two_stage")
+    model = tiny_model("two-stage")
     low, _ = size_limits(model)
     with pytest.raises(ExportError, match=f"below this model's minimum side {low}"):
         export_program(model, image_size=low - 1)

@@ -6,7 +6,8 @@ inputs as the plugin receives them (int32 shapes and starts, 4-D output)."""
 import pytest
 import torch
 
-from export_cases import SIZES, TINY, assert_matches, inputs, reference, tiny_model
+from conftest import TINY_MODEL
+from export_cases import SIZES, assert_matches, inputs, reference, tiny_model
 
 onnx = pytest.importorskip("onnx", reason="the export extra is not installed: pip install 'ddetr[export]'")
 pytest.importorskip("onnxscript", reason="the export extra is not installed: pip install 'ddetr[export]'")
@@ -21,7 +22,7 @@ calls = []
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    model = tiny_model("box_refine")
+    model = tiny_model("box-refine")
     path = str(tmp_path_factory.mktemp("trt") / "trt.onnx")
     to_onnx(model, path, image_size=(128, 160), attention="tensorrt")
     return model, path
@@ -32,7 +33,7 @@ def test_plugin_nodes(exported):
     proto = onnx.load(path)
     onnx.checker.check_model(proto, full_check=True)
     nodes = [n for n in proto.graph.node if n.op_type == TRT_OP]
-    assert len(nodes) == TINY["enc_layers"] + TINY["dec_layers"]
+    assert len(nodes) == TINY_MODEL["enc_layers"] + TINY_MODEL["dec_layers"]
     assert not any(n.op_type == "GridSample" for n in proto.graph.node)
     for n in nodes:
         attrs = {a.name: a.s.decode() for a in n.attribute}
@@ -85,4 +86,4 @@ def test_matches_eager_through_python_plugin(exported):
         images, mask, sizes = inputs(batch, h, w)
         got = session.run(None, {"images": images.numpy(), "mask": mask.numpy()})
         assert_matches(got, reference(model, images, mask, sizes)[:2])
-    assert calls == [TRT_PLUGIN_VERSION] * (len(SIZES) * (TINY["enc_layers"] + TINY["dec_layers"]))
+    assert calls == [TRT_PLUGIN_VERSION] * (len(SIZES) * (TINY_MODEL["enc_layers"] + TINY_MODEL["dec_layers"]))

@@ -9,13 +9,12 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounter
 
+from conftest import VARIANTS, tiny_model
 from ddetr import optimize_for_inference
 from ddetr.inference import fold_frozen_batch_norms
-from ddetr.models import FrozenBatchNorm2d, build_model
+from ddetr.models import FrozenBatchNorm2d
 from ddetr.util.misc import nested_tensor_from_tensor_list
-from tiny import COMPILE_MODEL, VARIANTS
 
-TINY = COMPILE_MODEL
 # Large enough that no feature map is 1 pixel wide (dynamo specialises sizes 0 and 1)
 # and that convolutions pick the same backend at every size.
 SIZES = [(256, 320), (288, 352), (320, 224)]
@@ -30,8 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _model(variant="default", **kw):
     """A tiny model whose frozen batch norms and box head are not the identity / zero they
     start as, so folding and box arithmetic are exercised."""
-    torch.manual_seed(0)
-    model = build_model(**dict(TINY, **VARIANTS[variant], **kw)).eval()
+    model = tiny_model(variant, **{"num_classes": 7, **kw})
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for m in model.modules():
@@ -84,8 +82,8 @@ def test_fold_is_exact_in_float64():
         torch.testing.assert_close(_flat(out)[k], v, rtol=1e-10, atol=1e-10)
 
 
-# default is compared by test_new_image_sizes_do_not_recompile; two_stage has box refinement
-@pytest.mark.parametrize("variant", ["single_scale", "two_stage"])
+# default is compared by test_new_image_sizes_do_not_recompile; two-stage has box refinement
+@pytest.mark.parametrize("variant", ["single-scale", "two-stage"])
 def test_float32_matches_eager(variant):
     model = _model(variant)
     # dynamo's "eager" backend: the same full-graph trace with dynamic shapes as inductor
@@ -121,14 +119,14 @@ def test_half_precision_agrees_with_float32(variant, dtype):
     assert all(v.dtype == torch.float32 for v in _flat(out).values())
     for layer_out, layer_ref in zip([out] + out["aux_outputs"], [ref] + ref["aux_outputs"]):
         _assert_detections_agree(layer_out, layer_ref, dtype)
-    if variant == "two_stage":  # one proposal per encoder pixel, in the same order
+    if variant == "two-stage":  # one proposal per encoder pixel, in the same order
         _assert_detections_agree(out["enc_outputs"], ref["enc_outputs"], dtype)
     # the tolerance is meaningful: half precision does change the outputs
     assert not torch.equal(out["pred_logits"], ref["pred_logits"])
 
 
 def test_input_model_unchanged():
-    model = _model("box_refine")
+    model = _model("box-refine")
     state = {k: v.clone() for k, v in model.state_dict().items()}
     types = [type(m) for m in model.modules()]
     grads = [p.requires_grad for p in model.parameters()]

@@ -5,6 +5,7 @@ state_dict loads with strict=True, and the parameter counts are as published. No
 import pytest
 import torch
 
+from conftest import VARIANTS
 from ddetr.models import build_model
 from resnet_keys import torchvision_resnet50_shapes
 
@@ -91,23 +92,23 @@ def _unique_learnable(keys, box_refine):
     return total
 
 
-VARIANTS = {  # options, key count, published parameter count (millions, or exact)
-    "default": (dict(), dict(), 561, 40_069_665),
-    "single_scale": (dict(num_feature_levels=1), dict(levels=1), 549, 34.07e6),
-    "box_refine": (dict(with_box_refine=True), dict(box_refine=True), 597, 40.85e6),
-    "two_stage": (dict(with_box_refine=True, two_stage=True), dict(box_refine=True, two_stage=True), 630, 41.18e6),
+OFFICIAL = {  # official_keys' options, key count, published parameter count (millions, or exact)
+    "default": (dict(), 561, 40_069_665),
+    "single-scale": (dict(levels=1), 549, 34.07e6),
+    "box-refine": (dict(box_refine=True), 597, 40.85e6),
+    "two-stage": (dict(box_refine=True, two_stage=True), 630, 41.18e6),
 }
 
 
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(0)
-    return {name: build_model(**opts) for name, (opts, *_rest) in VARIANTS.items()}
+    return {name: build_model(**VARIANTS[name]) for name in OFFICIAL}
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", list(OFFICIAL))
 def test_keys_and_shapes_equal_official(models, variant):
-    _, key_opts, count, _ = VARIANTS[variant]
+    key_opts, count, _ = OFFICIAL[variant]
     expected = official_keys(**key_opts)
     got = {k: tuple(v.shape) for k, v in models[variant].state_dict().items()}
     assert len(expected) == count
@@ -116,9 +117,9 @@ def test_keys_and_shapes_equal_official(models, variant):
     assert not any("num_batches_tracked" in k or k.startswith("backbone.1") for k in got)
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", list(OFFICIAL))
 def test_parameter_counts(models, variant):
-    opts, key_opts, _, published = VARIANTS[variant]
+    opts, (key_opts, _, published) = VARIANTS[variant], OFFICIAL[variant]
     model = models[variant]
     n = sum(p.numel() for p in model.parameters())  # parameters() visits shared modules once
     assert n == _unique_learnable(official_keys(**key_opts), opts.get("with_box_refine", False))
@@ -130,9 +131,9 @@ def test_parameter_counts(models, variant):
     assert frozen_bn == 106_240
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", list(OFFICIAL))
 def test_fake_official_state_dict_loads_strictly(models, variant):
-    opts, key_opts, _, _ = VARIANTS[variant]
+    opts, (key_opts, _, _) = VARIANTS[variant], OFFICIAL[variant]
     model = models[variant]
     gen = torch.Generator().manual_seed(1)
     fake = {k: torch.randn(shape, generator=gen) for k, shape in official_keys(**key_opts).items()}
@@ -160,9 +161,9 @@ def test_default_heads_shared_and_refine_heads_independent(models):
     d = models["default"]
     assert all(m is d.class_embed[0] for m in d.class_embed) and all(m is d.bbox_embed[0] for m in d.bbox_embed)
     assert d.transformer.decoder.bbox_embed is None
-    r = models["box_refine"]
+    r = models["box-refine"]
     assert len({id(m) for m in r.bbox_embed}) == 6 and r.transformer.decoder.bbox_embed is r.bbox_embed
-    t = models["two_stage"]
+    t = models["two-stage"]
     assert len(t.class_embed) == 7 and t.transformer.decoder.class_embed is t.class_embed
     assert not hasattr(t, "query_embed") and not hasattr(t.transformer, "reference_points")
 
@@ -172,10 +173,7 @@ def test_official_initialisation():
 
     bias = -math.log((1 - 0.01) / 0.01)
     # fresh models (the fixture's were overwritten by the loading test); the backbone is irrelevant
-    d, r, t = (
-        build_model(backbone="resnet18", **opts)
-        for opts in (dict(), dict(with_box_refine=True), dict(with_box_refine=True, two_stage=True))
-    )
+    d, r, t = (build_model(backbone="resnet18", **VARIANTS[v]) for v in ("default", "box-refine", "two-stage"))
     assert torch.allclose(d.class_embed[0].bias, torch.full((91,), bias))
     last = d.bbox_embed[0].layers[-1]
     assert torch.all(last.weight == 0) and last.bias.tolist() == [0, 0, -2, -2]

@@ -6,18 +6,14 @@ inference path, every variant in eval mode, is held by tests/test_inference.py.)
 import pytest
 import torch
 
-from ddetr.models import build_model
-from tiny import COMPILE_MODEL
-
-TINY = COMPILE_MODEL
+from conftest import TINY_MODEL, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("variant", [dict(), dict(with_box_refine=True, two_stage=True)], ids=["default", "two_stage"])
+@pytest.mark.parametrize("variant", ["default", "two-stage"])
 def test_training_forward_is_one_graph(variant):
-    torch.manual_seed(0)
-    model = build_model(**TINY, **variant).train()
+    model = tiny_model(variant, num_classes=7).train()
     compiled = torch.compile(model, backend="eager", fullgraph=True, dynamic=True)
     gen = torch.Generator().manual_seed(0)
     images = [torch.randn(3, 256, 320, generator=gen), torch.randn(3, 224, 288, generator=gen)]
@@ -28,4 +24,4 @@ def test_training_forward_is_one_graph(variant):
     torch.testing.assert_close(out["pred_boxes"], ref["pred_boxes"])
     torch.testing.assert_close(out["pred_logits"], ref["pred_logits"])
     out["pred_logits"].sum().backward()  # gradients flow through the compiled graph
-    assert model.class_embed[TINY["dec_layers"] - 1].weight.grad is not None
+    assert model.class_embed[TINY_MODEL["dec_layers"] - 1].weight.grad is not None

@@ -5,20 +5,11 @@ empty targets, the default config."""
 import pytest
 import torch
 
+from conftest import TINY_MODEL, VARIANTS
 from ddetr.models import build, build_model
 from ddetr.util.misc import NestedTensor, nested_tensor_from_tensor_list
-from tiny import VARIANTS
 
-TINY = dict(
-    backbone="resnet18",
-    hidden_dim=64,
-    nheads=8,
-    dim_feedforward=128,
-    enc_layers=2,
-    dec_layers=3,
-    num_queries=20,
-    num_classes=7,
-)
+TINY = dict(TINY_MODEL, num_classes=7)  # 20 queries x 7 classes: PostProcess's 100 detections
 SIZES = [(64, 96), (48, 64), (56, 80)]
 
 
@@ -57,7 +48,7 @@ def test_shapes_and_initial_boxes(variant):
     for aux in out["aux_outputs"]:
         assert aux["pred_logits"].shape == (b, q, c) and aux["pred_boxes"].shape == (b, q, 4)
     # The box heads start at zero (official init): every layer predicts its reference box.
-    if variant == "two_stage":
+    if variant == "two-stage":
         enc = out["enc_outputs"]
         levels = [(8, 12), (4, 6), (2, 3), (1, 2)]  # strides 8..64 of the 64x96 canvas
         s = sum(h * w for h, w in levels)
@@ -154,7 +145,7 @@ def test_padding_mask_is_used():
 
 
 def test_train_step_with_only_empty_targets():
-    model, criterion, _ = _tiny("two_stage")
+    model, criterion, _ = _tiny("two-stage")
     empty = [dict(labels=torch.zeros(0, dtype=torch.int64), boxes=torch.zeros(0, 4))] * 2
     out = model(_images(sizes=SIZES[:2]))
     losses = criterion(out, empty)
@@ -200,13 +191,13 @@ def test_bad_options_rejected():
 
 
 def test_two_stage_needs_enough_positions():
-    model = _tiny("two_stage", num_queries=500)[0]
+    model = _tiny("two-stage", num_queries=500)[0]
     with pytest.raises(ValueError, match="only .* positions"):
         model([torch.rand(3, 64, 64)])
 
 
 def test_eval_is_deterministic():
-    model = _tiny("box_refine")[0].eval()
+    model = _tiny("box-refine")[0].eval()
     imgs = _images()
     with torch.no_grad():
         a, b = model(imgs), model(imgs)

@@ -65,7 +65,7 @@ def test_infinite_value_outside_the_map_stays_out():
     "layout", ["decoder", "encoder", "bands-near", "bands-anywhere", "spread-24px", "spread-uniform"]
 )
 def test_thread_counts_bitwise_equal(layout):
-    if layout.startswith("bands"):  # encoder layout on maps wide enough to split (bands.h)
+    if layout.startswith("bands"):  # encoder layout on maps wide enough to walk in bands
         inputs = encoder_inputs(BAND_SHAPES, 2, 4, 32, 4, **BAND_CASES[layout[6:]], dtype=torch.float32)
     elif layout.startswith("spread"):  # points far from their queries: long sums per row
         inputs = encoder_inputs(SPREAD_SHAPES, 1, 4, 32, 4, **SPREAD_CASES[layout[7:]], dtype=torch.float32)
@@ -92,7 +92,7 @@ def test_each_instruction_set(isa, index64):
     # each instruction-set copy of the CPU kernels against the float64 reference, in a fresh
     # process: both dtypes and the unrolled channel counts (32, 64), whose vector widths
     # (2 to 16 lanes) differ per copy, plus a generic one, with points on every border; in
-    # the decoder layout and the encoder layout (split into bands, some points deferred)
+    # the decoder layout and the encoder layout (walked in bands, some points far away)
     code = textwrap.dedent("""
         import sys, torch, ddetr
         sys.path.insert(0, "tests")

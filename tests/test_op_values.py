@@ -55,8 +55,8 @@ def test_encoder_layout_matches_reference(dtype):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", sorted(BAND_CASES))
 def test_encoder_bands_match_reference(case, dtype):
-    # the CPU backward's bands: corners in a band's own columns, in its halo, beyond it
-    # (deferred), on narrow levels where a band writes only its buffer, and off the map
+    # the CPU query walk's bands and strips on wide and narrow levels, points near their
+    # query and anywhere (both ways the CPU backward walks the heads), corners off the map
     assert_matches_reference(encoder_inputs(BAND_SHAPES, n=2, p=4, **BAND_CASES[case], dtype=dtype, requires_grad=True))
 
 

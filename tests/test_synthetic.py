@@ -7,10 +7,11 @@ import os
 import numpy as np
 from PIL import Image
 
+from conftest import SYNTHETIC
 from ddetr.data.coco import CocoDetection, coco_paths
 from ddetr.data.synthetic import make_synthetic
 
-SMALL = dict(num_train=5, num_val=2, min_image_size=48, max_image_size=64)
+SMALL = {**SYNTHETIC, "num_train": 3, "num_val": 1}  # the shared set's options, fewer images
 
 
 def test_deterministic_by_seed(tmp_path):
@@ -27,9 +28,8 @@ def test_deterministic_by_seed(tmp_path):
     assert ja == jb and ja["annotations"] != jc["annotations"]
 
 
-def test_valid_coco_with_tight_boxes(tmp_path):
-    root = make_synthetic(str(tmp_path / "s"), num_classes=3, **SMALL)
-    folder, ann = coco_paths(root, "train")
+def test_valid_coco_with_tight_boxes(synthetic_data):
+    folder, ann = coco_paths(synthetic_data, "train")
     data = json.load(open(ann))
     assert [c["name"] for c in data["categories"]] == ["circle", "square", "triangle"]
     assert data["annotations"], "some objects"
@@ -39,7 +39,7 @@ def test_valid_coco_with_tight_boxes(tmp_path):
         assert 0 <= x and 0 <= y and x + w <= img["width"] and y + h <= img["height"]
         assert w >= 4 and h >= 4 and a["area"] > 0 and 1 <= a["category_id"] <= 3
     ds = CocoDetection(folder, ann)
-    assert len(ds) == 5
+    assert len(ds) == SYNTHETIC["num_train"]
     img, t = ds[0]
     assert isinstance(img, Image.Image) and img.mode == "RGB"
 

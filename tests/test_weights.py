@@ -7,20 +7,20 @@ import os
 import pytest
 import torch
 
+from conftest import TINY_MODEL, VARIANTS
 from ddetr import weights
 from ddetr.models import build_model
 from ddetr.models.deformable_detr import PRIOR_PROB
 from ddetr.weights import WeightsError, build
-from test_model_checkpoint import VARIANTS as OFFICIAL
-from test_model_checkpoint import official_keys
-from weights_cases import SMALL, VARIANTS, small_model
+from test_model_checkpoint import OFFICIAL, official_keys
+from weights_cases import small_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _official_state(variant):
     """A fake official checkpoint of real sizes (zeros: all copies of a head are equal)."""
-    opts, key_opts, count, _ = OFFICIAL[variant]
+    opts, (key_opts, count, _) = VARIANTS[variant], OFFICIAL[variant]
     return {k: torch.zeros(shape) for k, shape in official_keys(**key_opts).items()}, opts, count
 
 
@@ -31,9 +31,7 @@ def test_official_checkpoint_detected(tmp_path, variant):
     torch.save({"model": state, "epoch": 49}, path)
     loaded, info = weights.load(path)
     assert info.layout == "official" and info.num_classes == 91
-    assert info.variant == {"single_scale": "single-scale", "box_refine": "box-refine", "two_stage": "two-stage"}.get(
-        variant, "default"
-    )
+    assert info.variant == variant
     expected = dict(
         num_classes=91,
         backbone="resnet50",
@@ -124,11 +122,12 @@ def test_variant_mismatch_is_one_clear_error(tmp_path):
 
 
 def test_shape_mismatch_names_first_keys_only(tmp_path):
+    hidden = TINY_MODEL["hidden_dim"]
     weights.files.write_state(small_model("default").state_dict(), str(tmp_path / "w.pth"))
     with pytest.raises(WeightsError) as e:
-        build(weights=tmp_path / "w.pth", hidden_dim=96)
+        build(weights=tmp_path / "w.pth", hidden_dim=hidden + 32)
     msg = str(e.value)
-    assert "shapes: " in msg and "(64,) vs model (96,)" in msg and "in all)" in msg and len(msg) < 800
+    assert "shapes: " in msg and f"({hidden},) vs model ({hidden + 32},)" in msg and "in all)" in msg and len(msg) < 800
 
 
 @pytest.mark.parametrize("content", ["random", "truncated", "not_a_state_dict", "unrelated", "truncated_safetensors"])
@@ -178,7 +177,7 @@ def test_fine_tune_reinitialises_class_heads_only(tmp_path, variant):
     source = small_model(variant, num_classes=91)
     weights.files.write_state(source.state_dict(), str(tmp_path / "w.pth"))
     torch.manual_seed(1)
-    target = build_model(**dict(SMALL, **VARIANTS[variant], num_classes=3))
+    target = build_model(**TINY_MODEL, **VARIANTS[variant], num_classes=3)
     for h in target.class_embed:  # a head that is not fresh: load_matching must re-initialise it
         torch.nn.init.constant_(h.bias, 5.0)
     summary = weights.load_matching(target, str(tmp_path / "w.pth"))
@@ -193,11 +192,11 @@ def test_fine_tune_reinitialises_class_heads_only(tmp_path, variant):
 
 def test_fine_tune_trains():
     source = small_model("default", num_classes=91)
-    target = build_model(**dict(SMALL, num_classes=3))
+    target = build_model(**TINY_MODEL, num_classes=3)
     weights.load_matching(target, source.state_dict())
     from ddetr.models import build_criterion
 
-    criterion = build_criterion(**dict(SMALL, num_classes=3))
+    criterion = build_criterion(**TINY_MODEL, num_classes=3)
     target.train()
     opt = torch.optim.AdamW([p for p in target.parameters() if p.requires_grad], lr=1e-3)
     images = [torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(2)]
@@ -220,10 +219,12 @@ def test_fine_tune_trains():
 @pytest.mark.parametrize("what", ["hidden", "queries", "variant"])
 def test_fine_tune_refuses_anything_but_class_count(what):
     source = small_model("default", num_classes=91).state_dict()
-    other = {"hidden": dict(hidden_dim=96), "queries": dict(num_queries=20), "variant": dict(with_box_refine=True)}[
-        what
-    ]
-    target = build_model(**dict(SMALL, num_classes=3, **other))
+    other = {
+        "hidden": dict(hidden_dim=TINY_MODEL["hidden_dim"] + 32),
+        "queries": dict(num_queries=2 * TINY_MODEL["num_queries"]),
+        "variant": dict(with_box_refine=True),
+    }[what]
+    target = build_model(**{**TINY_MODEL, "num_classes": 3, **other})
     with pytest.raises(WeightsError, match="does not fit"):
         weights.load_matching(target, source)
 

@@ -8,10 +8,11 @@ import json
 import pytest
 import torch
 
+from conftest import TINY_MODEL, VARIANTS
 from ddetr import weights
 from ddetr.models import build_model
 from ddetr.weights.variant import describe
-from weights_cases import SMALL, VARIANTS, assert_rel_close, padded_batch, perturb, small_model
+from weights_cases import NUM_CLASSES, assert_rel_close, padded_batch, perturb, small_model
 
 transformers = pytest.importorskip(
     "transformers", reason="transformers is not installed: pip install '.[hf]' for the HF-layout tests"
@@ -36,7 +37,9 @@ def _ours(model, batch):
 def test_converted_model_loads_in_transformers_with_same_outputs(tmp_path, variant):
     model = small_model(variant)
     weights.files.write_state(model.state_dict(), str(tmp_path / "ddetr.pth"))
-    weights.convert(tmp_path / "ddetr.pth", tmp_path / "hf", to="hf", options=dict(num_queries=SMALL["num_queries"]))
+    weights.convert(
+        tmp_path / "ddetr.pth", tmp_path / "hf", to="hf", options=dict(num_queries=TINY_MODEL["num_queries"])
+    )
     hf, info = transformers.DeformableDetrForObjectDetection.from_pretrained(tmp_path / "hf", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     # transformers' own ResNet, not timm: loads where timm (and torchvision) are absent
@@ -52,7 +55,7 @@ def test_converted_model_loads_in_transformers_with_same_outputs(tmp_path, varia
 def _hf_model(variant, tmp_path):
     """An HF model built from transformers' own config classes (not from ddetr's writer),
     every tensor moved off its initial value, saved with save_pretrained."""
-    opts = dict(SMALL, **VARIANTS[variant])
+    opts = dict(TINY_MODEL, **VARIANTS[variant], num_classes=NUM_CLASSES)
     levels = opts.get("num_feature_levels", 4)
     backbone = transformers.ResNetConfig(
         depths=[2, 2, 2, 2],
@@ -65,6 +68,8 @@ def _hf_model(variant, tmp_path):
         backbone_config=backbone,
         num_labels=opts["num_classes"],
         d_model=opts["hidden_dim"],
+        encoder_attention_heads=opts["nheads"],
+        decoder_attention_heads=opts["nheads"],
         encoder_layers=opts["enc_layers"],
         decoder_layers=opts["dec_layers"],
         encoder_ffn_dim=opts["dim_feedforward"],
@@ -106,7 +111,7 @@ def test_timm_route_config_is_accepted():
     parsed = transformers.DeformableDetrConfig.from_dict(config)
     bc = parsed.backbone_config
     name = bc.get("backbone") if isinstance(bc, dict) else getattr(bc, "backbone", None)
-    assert name == "resnet18" and parsed.num_labels == SMALL["num_classes"]
+    assert name == "resnet18" and parsed.num_labels == NUM_CLASSES
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -116,7 +121,7 @@ def test_timm_route_loads_in_transformers_with_same_outputs(tmp_path, variant):
     pytest.importorskip("timm", reason="timm is not installed (the hub route's backbone needs it)")
     model = small_model(variant)
     weights.files.write_state(model.state_dict(), str(tmp_path / "ddetr.pth"))
-    options = dict(num_queries=SMALL["num_queries"])
+    options = dict(num_queries=TINY_MODEL["num_queries"])
     weights.convert(tmp_path / "ddetr.pth", tmp_path / "hf", to="hf", backbone="timm", options=options)
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["use_timm_backbone"] is True and not config.get("use_pretrained_backbone")

@@ -1,29 +1,19 @@
-"""Small Deformable DETR models of each variant and a padded batch, shared by the weights
-tests: a ResNet-18, one encoder and two decoder layers, hidden size 64."""
+"""The tiny model (conftest.py) of each variant with every tensor moved, and a padded batch,
+shared by the weights tests."""
 
 import torch
 
+from conftest import tiny_model
 from ddetr.util.misc import nested_tensor_from_tensor_list
 
-VARIANTS = {
-    "default": dict(),
-    "single-scale": dict(num_feature_levels=1),
-    "box-refine": dict(with_box_refine=True),
-    "two-stage": dict(with_box_refine=True, two_stage=True),
-}
-SMALL = dict(
-    backbone="resnet18", enc_layers=1, dec_layers=2, hidden_dim=64, dim_feedforward=128, num_queries=12, num_classes=5
-)
+NUM_CLASSES = 5
 
 
 def small_model(variant, seed=0, **overrides):
-    """A small ddetr model in eval mode whose every tensor is moved off its initial value, so
-    that tied-at-init heads (refinement clones), zero-initialised weights and unit batch-norm
-    statistics cannot hide a tensor sent to the wrong place."""
-    from ddetr.models import build_model
-
-    torch.manual_seed(seed)
-    model = build_model(**dict(SMALL, **VARIANTS[variant], **overrides)).eval()
+    """The tiny model in eval mode, NUM_CLASSES classes unless overridden, every tensor moved
+    off its initial value, so that tied-at-init heads (refinement clones), zero-initialised
+    weights and unit batch-norm statistics cannot hide a tensor sent to the wrong place."""
+    model = tiny_model(variant, seed, **{"num_classes": NUM_CLASSES, **overrides})
     perturb(model.state_dict().items())
     return model
 
