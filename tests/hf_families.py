@@ -218,7 +218,7 @@ def import_transformers():
     return transformers
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pristine(name: str, **config):
     transformers = import_transformers()
     torch.manual_seed(0)

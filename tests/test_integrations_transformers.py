@@ -11,12 +11,12 @@ import sys
 
 import pytest
 import torch
-from hf_families import FAMILIES, build, float_outputs, import_transformers, inputs
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import ddetr
 from ddetr.integrations import transformers as ddetr_hf
 from ddetr.integrations.transformers import layers
+from hf_families import FAMILIES, build, float_outputs, import_transformers, inputs
 
 import_transformers()
 
