@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from weights_cases import perturb
 
@@ -267,3 +268,23 @@ def float_outputs(output) -> list:
     if isinstance(output, (tuple, list)):
         return [t for item in output for t in float_outputs(item)]
     return []
+
+
+class CountOp(TorchDispatchMode):
+    """Counts forward calls of ddetr's op (ms_deform_attn and any generalised form) and
+    records the dtypes of their value inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.dtypes = 0, set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        if name.startswith("ddetr::ms_deform_attn") and "backward" not in name:
+            self.calls += 1
+            self.dtypes.add(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+def rel_err(ours, theirs) -> float:
+    return ((ours - theirs).abs().max() / theirs.abs().max().clamp_min(1e-30)).item()

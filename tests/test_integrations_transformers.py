@@ -11,12 +11,11 @@ import sys
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import ddetr
 from ddetr.integrations import transformers as ddetr_hf
 from ddetr.integrations.transformers import layers
-from hf_families import FAMILIES, build, float_outputs, import_transformers, inputs
+from hf_families import FAMILIES, CountOp, build, float_outputs, import_transformers, inputs, rel_err
 
 import_transformers()
 
@@ -24,26 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 GROUP_OF = {name: family.group for name, family in FAMILIES.items()}
 ONE_PER_GROUP = ["deformable_detr", "mask2former", "d_fine"]
-
-
-class CountOp(TorchDispatchMode):
-    """Counts forward calls of ddetr's op (ms_deform_attn and any generalised form) and
-    records the dtypes of their value inputs."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls, self.dtypes = 0, set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func._schema.name
-        if name.startswith("ddetr::ms_deform_attn") and "backward" not in name:
-            self.calls += 1
-            self.dtypes.add(args[0].dtype)
-        return func(*args, **(kwargs or {}))
-
-
-def rel_err(ours, theirs) -> float:
-    return ((ours - theirs).abs().max() / theirs.abs().max().clamp_min(1e-30)).item()
 
 
 def run(model, x, backward=False):
@@ -325,3 +304,9 @@ def test_v2_core_matches_transformers_in_float64(points):
 def test_v2_core_refuses_unknown_methods():
     core, why = layers.v2_core("bicubic")
     assert core is None and "'bicubic'" in why
+
+
+def test_register_without_kernels_names_the_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "kernels", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"needs the `kernels` package .* use .*kernelize\(model\)"):
+        ddetr_hf.register()
