@@ -22,6 +22,7 @@ SPEEDUPS = [
     ("speedup_vs_hf_eager_float32", "HF eager fp32"),
     ("speedup_vs_hf", "HF eager fp32"),
     ("speedup_vs_best_hf", "best HF"),
+    ("speedup_vs_kernelized_eager", "kernelized eager"),  # test_bench_hf_models.py's compiled case
 ]
 
 

@@ -310,3 +310,24 @@ def test_register_without_kernels_names_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "kernels", None)  # as if not installed
     with pytest.raises(ImportError, match=r"needs the `kernels` package .* use .*kernelize\(model\)"):
         ddetr_hf.register()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ONE_PER_GROUP)
+def test_cuda_outputs_and_gradients_match_transformers(name, monkeypatch):
+    if not layers.op_has_kernel("cuda"):
+        pytest.skip("this ddetr build has no CUDA kernel")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # both sides' convolutions in float32
+    theirs_model, x = build(name).cuda(), {k: v.cuda() for k, v in inputs(name).items()}
+    ours_model = copy.deepcopy(theirs_model)
+    assert dict(ddetr_hf.take_over(ours_model).taken) == {name: FAMILIES[name].layers}
+    theirs, their_grads, _ = run(theirs_model, x, backward=True)
+    ours, our_grads, count = run(ours_model, x, backward=True)
+    assert count.calls == FAMILIES[name].layers
+    largest = max(t.abs().max() for t in theirs)
+    for o, t in zip(ours, theirs):
+        assert (o - t).abs().max() <= 1e-5 * t.abs().max() + 1e-6 * largest
+    largest = max(t.abs().max() for t in their_grads.values())
+    for key, t in their_grads.items():
+        assert (our_grads[key] - t).abs().max() <= 1e-4 * t.abs().max() + 1e-6 * largest, key
