@@ -13,10 +13,11 @@ fi
 pip() { python -m pip "$@"; }
 # torch first and pinned: an unpinned dependency would pull the newest (multi-GB CUDA) build
 pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-pip install -q scikit-build-core pybind11 cmake ninja numpy scipy pycocotools pillow \
-  pytest pytest-benchmark \
-  transformers safetensors `# HF-layout weights and their tests` \
-  onnx onnxscript onnxruntime onnxruntime-extensions openvino `# export and its tests`
-# --no-build-isolation: compile against the torch installed above, not a fresh one
-pip install -q --no-build-isolation ".[test]"
+# the build tools pyproject.toml's [build-system] names (a --no-build-isolation build does not
+# fetch them), plus the cmake and ninja an isolated build would add
+build_requires=$(python -c 'import re; t = open("pyproject.toml").read(); print(" ".join(re.findall(r"\"([^\"]+)\"", re.search(r"^requires = \[(.*?)\]", t, re.M | re.S).group(1))))')
+pip install -q cmake ninja $build_requires
+# --no-build-isolation: compile against the torch installed above, not a fresh one. The
+# extras are pyproject.toml's: the tests, HF-layout weights, export, the style checker.
+pip install -q --no-build-isolation ".[test,hf,export,dev]"
 python -c "import ddetr; i = ddetr.build_info(); print('ddetr', i['version'], 'built with torch', i['torch_version'], '(loads in torch >=', i['torch_target'] + ') | CPU kernels:', i['cpu_kernel_isa'], '| CUDA:', ' '.join(i['cuda_archs']) or 'no')"

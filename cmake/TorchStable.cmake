@@ -1,12 +1,12 @@
 # LibTorch's stable ABI from the torch that the building interpreter imports: its headers
 # (torch/csrc/stable, torch/headeronly) and libtorch_cpu, which exports the stable C shim.
-# With TORCH_TARGET_VERSION set to 2.10 the headers expose only what torch 2.10 already had,
-# so the op library built here loads in every torch from 2.10 on, whichever built it.
+# With TORCH_TARGET_VERSION set to the target (TorchTarget.cmake) the headers expose only what
+# that torch already had, so the op library built here loads in every later torch too,
+# whichever built it.
 # Torch's own CMake package is not used: the op library needs none of its C++ API, and that
 # package's CUDA set-up (its own toolkit search and architecture list) breaks with newer
 # toolkits.
-set(DDETR_TORCH_TARGET "2.10")
-set(DDETR_TORCH_TARGET_VERSION 0x020a000000000000)  # (2 << 56) | (10 << 48), as torch/csrc/stable/version.h
+include(TorchTarget)  # DDETR_TORCH_TARGET, DDETR_TORCH_TARGET_VERSION
 execute_process(
   COMMAND ${Python_EXECUTABLE} -c
     "import os, torch; print(os.path.dirname(torch.__file__)); print(torch.__version__); print(torch.version.cuda or ''); print('.'.join(torch.__version__.split('+')[0].split('.')[:2]))"

@@ -61,7 +61,7 @@ echo "== ${#cu_files[@]} CUDA source(s) compiled for sm_80 and sm_90"
 # The glue sees only torch's stable-ABI headers, with the target version the build uses.
 torch_inc="$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "include"))')"
 torch_version="$("$python" -c 'import torch; print(torch.__version__)')"
-target="$(sed -n 's/^set(DDETR_TORCH_TARGET_VERSION \(0x[0-9a-f]*\)).*/\1/p' cmake/TorchStable.cmake)"
+target="$(cmake -P cmake/TorchTarget.cmake 2>&1)"
 glue_flags=(-std=c++20 -fsyntax-only -Wall -Wextra -Wno-unused-parameter -Werror
             -DUSE_CUDA -DTORCH_TARGET_VERSION="$target" -isystem "$torch_inc" -I "$cuda_inc")
 mapfile -t glue_files < <(find cpp -path '*cuda*' -name '*.cpp' | sort)

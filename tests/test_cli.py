@@ -141,7 +141,7 @@ def test_demo_tiny(tmp_path, capsys):
 
 def test_bench_passes_arguments_through(monkeypatch):
     calls = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, cwd=None: calls.append((cmd, cwd)) or 0)
+    monkeypatch.setattr(cli.bench.subprocess, "call", lambda cmd, cwd=None: calls.append((cmd, cwd)) or 0)
     assert cli.main(["bench", "-k", "forward", "--benchmark-json", "x.json"]) == 0
     cmd, cwd = calls[0]
     assert cmd[1:] == ["-m", "pytest", "benchmarks", "-k", "forward", "--benchmark-json", "x.json"]

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from ddetr import weights
-from ddetr.models import build, build_model
+from ddetr.models import build_model
 from ddetr.models.deformable_detr import PRIOR_PROB
-from ddetr.weights import WeightsError
+from ddetr.weights import WeightsError, build
 from test_model_checkpoint import VARIANTS as OFFICIAL
 from test_model_checkpoint import official_keys
 from weights_cases import SMALL, VARIANTS, small_model

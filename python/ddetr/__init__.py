@@ -15,6 +15,10 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("+")[0].split(".")[:2])
 
 
+# The op library's path: loaded here, and named to AOTInductor packages that run without ddetr.
+OPS_LIBRARY = os.path.join(os.path.dirname(__file__), _build_info.ops_library)
+
+
 def _load_library():
     # The op library uses only LibTorch's stable ABI, targeting torch 2.10: it loads in that
     # torch and every later one, whichever torch built it.
@@ -24,7 +28,7 @@ def _load_library():
             f"ddetr needs torch >= {minimum} (its op library uses LibTorch's stable ABI, "
             f"introduced in torch {minimum}), but torch {torch.__version__} is installed"
         )
-    torch.ops.load_library(os.path.join(os.path.dirname(__file__), _build_info.ops_library))
+    torch.ops.load_library(OPS_LIBRARY)
     from . import _C
 
     return _C

@@ -14,13 +14,14 @@ import copy
 import torch
 from torch import nn
 
+from .models import config
 from .models.backbone import BasicBlock, Bottleneck, FrozenBatchNorm2d, ResNet
-from .models.deformable_detr import DeformableDETR, _check_samples
+from .models.deformable_detr import DeformableDETR, check_samples
 from .util.misc import NestedTensor
 
 __all__ = ["optimize_for_inference", "OptimizedDETR", "fold_frozen_batch_norms", "DTYPES"]
 
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+DTYPES = tuple(getattr(torch, name) for name in config.DTYPES)
 
 # Options of the inductor compile. Freezing turns the (folded) weights into constants, so
 # inductor pre-packs them for oneDNN and casts them to the autocast dtype once, not per call.
@@ -144,7 +145,7 @@ class OptimizedDETR:
     def __call__(self, samples) -> dict:
         # Padding happens here, outside the compiled code: it then sees two tensors, and a
         # list of images of any sizes or count costs no recompile beyond the batch's shape.
-        samples = _check_samples(samples)
+        samples = check_samples(samples)
         return self._run(samples.tensors, samples.mask)
 
     def __repr__(self) -> str:

@@ -12,19 +12,11 @@ import tempfile
 
 import torch
 
-from ..errors import UserError
-from ..models import build_model, build_postprocessors
-from ..weights import WeightsError, load, load_strict
-from ..weights.errors import first
+from ..models.config import ARCHITECTURE, flag  # ARCHITECTURE: the options that decide the weights
+from ..weights.errors import CheckpointError, first
 from ..weights.fitting import mismatches
-from ..weights.variant import ARCHITECTURE  # the options that decide the weights
-from .options import check_options, flag
 
 CHECKPOINT = "checkpoint.pth"  # the file name in a run's output folder
-
-
-class CheckpointError(UserError, RuntimeError):
-    pass
 
 
 def _temporary(path: str) -> tuple:
@@ -144,38 +136,3 @@ def load_model_state(model, ckpt: dict, path: str) -> None:
             )
         raise CheckpointError(f"{path}: its weights do not fit the model its options describe: " + "; ".join(parts))
     model.load_state_dict(ckpt["model"], strict=True)
-
-
-def model_from_checkpoint(path: str, device="cpu", num_select: int | None = None):
-    """(model in eval mode, postprocessors, the checkpoint's training options) from weights
-    in either layout (`ddetr.weights.load`): a ddetr or official checkpoint, a .bin /
-    .safetensors file, or an HF folder. Model options come from the weights and the
-    checkpoint's args (or config.json); the class names, when known, are in the returned
-    options' `dataset` (a ddetr run's data set, or an HF config's id2label)."""
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        state, info = load(path)
-    except WeightsError as e:
-        raise CheckpointError(str(e)) from None
-    opts = dict(info.options)
-    check_options(opts, path)
-    broken = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
-    if broken:
-        raise CheckpointError(f"{path}: weight {broken} is not finite (NaN or inf): the model cannot detect anything")
-    opts["backbone_weights"] = None  # the checkpoint holds them
-    if num_select is not None:
-        opts["num_select"] = num_select
-    try:
-        model = build_model(**opts)
-        load_strict(model, state, info.path, info)
-    except WeightsError as e:  # before ValueError: it is one
-        raise CheckpointError(str(e)) from None
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: its saved options do not describe a model: {e}") from None
-    saved = dict(info.args)
-    if not saved.get("dataset"):  # an HF config's names (not its LABEL_<n> placeholders) and category ids
-        names = {k: v for k, v in info.id2label.items() if v != f"LABEL_{k}"}
-        saved["dataset"] = dict(label_names=names, label_to_category=info.label_to_category)
-    model.to(device).eval()
-    return model, build_postprocessors(**opts), saved

@@ -17,10 +17,10 @@ import torch
 
 from ..data.check import check_images, require_usable
 from ..data.collate import move_targets
+from ..weights import model_from_checkpoint
 from . import distributed as D
 from . import precision
 from .build import build_datasets, build_loader
-from .checkpoint import model_from_checkpoint
 from .options import from_checkpoint
 from .progress import Progress
 from .runner import InferenceRunner, parse_dtype

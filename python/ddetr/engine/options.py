@@ -10,13 +10,13 @@ live with the model (`ddetr.models.DEFAULTS`); this table takes them from there.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 
-from ..errors import UserError, option_error
-from ..models import DEFAULTS as MODEL
+from ..errors import UserError
+from ..models.config import ARCHITECTURE, DTYPES, check_options, int_range, number, one_of
+from ..models.config import CHECKS as MODEL_CHECKS
+from ..models.config import DEFAULTS as MODEL
 from ..weights import load
-from ..weights.variant import ARCHITECTURE
 
 DATA = dict(
     coco_path=None,  # COCO layout; or the four explicit paths below
@@ -151,98 +151,28 @@ def from_checkpoint(value, saved: dict, name: str):
 
 
 # What each option accepts: (test, what was expected). Checked once, before anything runs.
-def _int(lo: int, hi: int | None = None, multiple: int = 1):
-    text = f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "")
-    text += f", a multiple of {multiple}" if multiple > 1 else ""
-    return (
-        lambda v: (
-            isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi) and v % multiple == 0
-        ),
-        text,
-    )
-
-
-def _num(lo: float, hi: float | None = None, above: bool = False):
-    text = f"a finite number {'>' if above else '>='} {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
-    return (
-        lambda v: (
-            isinstance(v, (int, float))
-            and not isinstance(v, bool)
-            and math.isfinite(v)
-            and (v > lo if above else v >= lo)
-            and (hi is None or v <= hi)
-        ),
-        text,
-    )
-
-
-def _one_of(*values):
-    return (lambda v: v in values, "one of " + ", ".join(map(str, values)))
-
-
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 CHECKS = dict(
-    num_classes=_int(1, 100_000),
-    backbone=_one_of(*BACKBONES),
-    lr_backbone=_num(0),
-    position_embedding=_one_of("sine", "learned", "v2", "v3"),
-    position_embedding_scale=_num(0, above=True),
-    num_feature_levels=_int(1, 4),
-    enc_layers=_int(1, 64),
-    dec_layers=_int(1, 64),
-    dim_feedforward=_int(1),
-    hidden_dim=_int(32, 8192, multiple=32),  # GroupNorm(32)
-    dropout=_num(0, 0.99),
-    nheads=_int(1),
-    num_queries=_int(1, 100_000),
-    dec_n_points=_int(1, 64),
-    enc_n_points=_int(1, 64),
-    set_cost_class=_num(0),
-    set_cost_bbox=_num(0),
-    set_cost_giou=_num(0),
-    cls_loss_coef=_num(0),
-    bbox_loss_coef=_num(0),
-    giou_loss_coef=_num(0),
-    focal_alpha=_num(0, 1),
-    num_select=_int(1),
-    image_size=_int(32, 4096),
-    epochs=_int(1),
-    lr_drop=_int(1),
-    batch_size=_int(1, 4096),
-    lr=_num(0, above=True),
-    lr_linear_proj_mult=_num(0),
-    weight_decay=_num(0),
-    clip_max_norm=_num(0),
-    seed=_int(-(2**63)),
-    num_workers=_int(0, 256),
-    eval_every=_int(0),
-    print_freq=_int(1),
-    max_steps=_int(1),
-    threshold=_num(0, 1),
-    dtype=_one_of("float32", "bfloat16", "float16"),
-    top_queries=_int(0, 1000),
-    num_pictures=_int(0),
-    num_train=_int(1),
-    num_val=_int(1),
+    MODEL_CHECKS,
+    image_size=int_range(32, 4096),
+    epochs=int_range(1),
+    lr_drop=int_range(1),
+    batch_size=int_range(1, 4096),
+    lr=number(0, above=True),
+    lr_linear_proj_mult=number(0),
+    weight_decay=number(0),
+    clip_max_norm=number(0),
+    seed=int_range(-(2**63)),
+    num_workers=int_range(0, 256),
+    eval_every=int_range(0),
+    print_freq=int_range(1),
+    max_steps=int_range(1),
+    threshold=number(0, 1),
+    dtype=one_of(*DTYPES),
+    top_queries=int_range(0, 1000),
+    num_pictures=int_range(0),
+    num_train=int_range(1),
+    num_val=int_range(1),
 )
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def check_options(values: dict, source: str | None = None) -> None:
-    """UserError naming the first option of `values` (option name -> value; None: not set)
-    that is out of range. `source`: where the values come from (a checkpoint), for the message."""
-    for name, (ok, expected) in CHECKS.items():
-        v = values.get(name)
-        if v is not None and not ok(v):
-            err = option_error(flag(name), v, expected)
-            raise UserError(f"{source}: saved option {err}") if source else err
-    hidden, heads = values.get("hidden_dim"), values.get("nheads")
-    if hidden and heads and hidden % heads:
-        err = f"--nheads {heads}: expected a divisor of --hidden-dim {hidden}"
-        raise UserError(f"{source}: saved option {err}" if source else err)
 
 
 def validate(command: str, args: argparse.Namespace) -> None:
@@ -250,7 +180,7 @@ def validate(command: str, args: argparse.Namespace) -> None:
     usable: before any data is read or a model built."""
     from .distributed import resolve_device  # torch.cuda, only once the options are known
 
-    check_options(vars(args))
+    check_options(vars(args), checks=CHECKS)
     resolve_device(getattr(args, "device", None))
     weights = getattr(args, "backbone_weights", None)
     if weights and not os.path.isfile(weights):

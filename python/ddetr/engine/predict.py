@@ -10,7 +10,7 @@ import torch
 from ..data.coco import DataError, load_image
 from ..data.transforms import make_transforms
 from ..visualize import SamplingRecorder, draw_prediction
-from .checkpoint import model_from_checkpoint
+from ..weights import model_from_checkpoint
 from .distributed import resolve_device
 from .options import from_checkpoint
 from .runner import InferenceRunner, parse_dtype

@@ -11,8 +11,9 @@ import torch
 
 from ..errors import UserError
 from ..inference import optimize_for_inference
+from ..models.config import DTYPES as DTYPE_NAMES
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 # The `auto` rule's two measured figures (benchmarks/test_bench_inference.py, ResNet-50
 # model, 800 x 1066, 2-core CPU, benchmarks/results/cpu-epyc-avx512-2cores.json): compiling

@@ -20,6 +20,7 @@ import torch
 from ..data.check import check_images, describe, require_usable
 from ..data.collate import move_targets
 from ..errors import UserError
+from ..models.config import flag
 from ..visualize import draw_training_curve
 from ..weights import WeightsError, load_matching
 from . import distributed as D
@@ -39,7 +40,6 @@ from .checkpoint import (
 )
 from .evaluate import evaluate, write_metrics
 from .optim import build_optimizer, build_scheduler
-from .options import flag
 from .progress import Progress
 
 LOG = "log.txt"  # one JSON line per epoch

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from ._aoti import load_aoti, op_library_path, to_aoti
 from ._graph import DetectorGraph, ExportError, export_program, size_limits
-from ._onnx import to_onnx
+from ._onnx import DEFAULT_OPSET, to_onnx
 
 __all__ = [
+    "DEFAULT_OPSET",
     "DetectorGraph",
     "ExportError",
     "export_program",

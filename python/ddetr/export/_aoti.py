@@ -14,9 +14,9 @@ from ._graph import ExportError, export_program
 def op_library_path() -> str:
     """The op library to `torch.ops.load_library` before loading an AOTI package, where
     ddetr itself is not imported."""
-    from .. import _build_info
+    from .. import OPS_LIBRARY
 
-    return os.path.join(os.path.dirname(os.path.dirname(__file__)), _build_info.ops_library)
+    return OPS_LIBRARY
 
 
 def to_aoti(

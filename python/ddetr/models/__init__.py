@@ -15,49 +15,14 @@ Variants: default; `num_feature_levels=1` (single scale); `with_box_refine=True`
 
 from __future__ import annotations
 
-import math
-
 from .backbone import Backbone, FrozenBatchNorm2d, Joiner, ResNet, build_backbone, load_torchvision_weights
+from .config import ARCHITECTURE, DEFAULTS
 from .criterion import SetCriterion, build_weight_dict, sigmoid_focal_loss
 from .deformable_detr import MLP, DeformableDETR
 from .deformable_transformer import DeformableTransformer
 from .matcher import HungarianMatcher, build_matcher
 from .position_encoding import PositionEmbeddingLearned, PositionEmbeddingSine, build_position_encoding
 from .postprocess import PostProcess
-
-DEFAULTS = dict(
-    # model
-    num_classes=91,
-    backbone="resnet50",
-    backbone_weights=None,
-    lr_backbone=2e-5,
-    dilation=False,
-    position_embedding="sine",
-    position_embedding_scale=2 * math.pi,
-    num_feature_levels=4,
-    enc_layers=6,
-    dec_layers=6,
-    dim_feedforward=1024,
-    hidden_dim=256,
-    dropout=0.1,
-    nheads=8,
-    num_queries=300,
-    dec_n_points=4,
-    enc_n_points=4,
-    with_box_refine=False,
-    two_stage=False,
-    aux_loss=True,
-    # matcher and loss
-    set_cost_class=2.0,
-    set_cost_bbox=5.0,
-    set_cost_giou=2.0,
-    cls_loss_coef=2.0,
-    bbox_loss_coef=5.0,
-    giou_loss_coef=2.0,
-    focal_alpha=0.25,
-    # post-processing
-    num_select=100,
-)
 
 
 def _options(options: dict) -> dict:
@@ -125,23 +90,15 @@ def build_postprocessors(**options) -> dict:
     return {"bbox": PostProcess(_options(options)["num_select"])}
 
 
-def build(weights=None, **options):
-    """(model, criterion, postprocessors), as the official `build_model(args)`. `weights`: a
-    file or HF folder in either layout (ddetr.weights); the options it implies fill those not
-    given, and it must fit strictly (ddetr.weights.WeightsError names what does not)."""
-    if weights is None:
-        return build_model(**options), build_criterion(**options), build_postprocessors(**options)
-    from ..weights import load, load_strict
-
-    state, info = load(weights)
-    options = {**info.options, **options}
-    model = build_model(**options)
-    load_strict(model, state, info.path, info)
-    return model, build_criterion(**options), build_postprocessors(**options)
+def build(**options):
+    """(model, criterion, postprocessors), as the official `build_model(args)`. A model from
+    weights (either layout): `ddetr.weights.build(weights, **options)`."""
+    return build_model(**options), build_criterion(**options), build_postprocessors(**options)
 
 
 __all__ = [
     "DEFAULTS",
+    "ARCHITECTURE",
     "build",
     "build_model",
     "build_criterion",

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..util.misc import NestedTensor
+from .config import RESNETS
 from .position_encoding import build_position_encoding
 
 
@@ -91,12 +92,7 @@ class Bottleneck(nn.Module):
         return self.relu(self.bn3(self.conv3(out)) + identity)
 
 
-_RESNETS = {
-    "resnet18": (BasicBlock, (2, 2, 2, 2)),
-    "resnet34": (BasicBlock, (3, 4, 6, 3)),
-    "resnet50": (Bottleneck, (3, 4, 6, 3)),
-    "resnet101": (Bottleneck, (3, 4, 23, 3)),
-}
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}  # config.RESNETS' block names
 
 
 class ResNet(nn.Module):
@@ -105,9 +101,10 @@ class ResNet(nn.Module):
 
     def __init__(self, name: str = "resnet50", dilation: bool = False, return_layers=("layer2", "layer3", "layer4")):
         super().__init__()
-        if name not in _RESNETS:
-            raise ValueError(f"backbone must be one of {sorted(_RESNETS)}, got {name!r}")
-        block, depths = _RESNETS[name]
+        if name not in RESNETS:
+            raise ValueError(f"backbone must be one of {sorted(RESNETS)}, got {name!r}")
+        block, depths = RESNETS[name]
+        block = BLOCKS[block]
         self.return_layers = tuple(return_layers)
         self.inplanes, self.dilation = 64, 1
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)

@@ -40,7 +40,7 @@ class MLP(nn.Module):
         return x
 
 
-def _check_samples(samples) -> NestedTensor:
+def check_samples(samples) -> NestedTensor:
     """Accept a NestedTensor, a list of (3, H, W) float images, or a (B, 3, H, W) batch."""
     if isinstance(samples, NestedTensor):
         t, m = samples.tensors, samples.mask
@@ -145,7 +145,7 @@ class DeformableDETR(nn.Module):
         (cx, cy, w, h); with aux_loss, 'aux_outputs' (those of the earlier decoder layers);
         with two_stage, 'enc_outputs' (the encoder's class-agnostic proposals).
         """
-        samples = _check_samples(samples)
+        samples = check_samples(samples)
         features, pos = self.backbone(samples)
         srcs = [self.input_proj[lvl](f.tensors) for lvl, f in enumerate(features)]
         masks = [f.mask for f in features]

@@ -4,6 +4,7 @@ transformers 4.x names them, and 5.x's in-memory names).
 
     state, info = ddetr.weights.load("deformable_detr_r50.pth")     # or an HF folder / .bin / .safetensors
     model = ddetr.models.build_model(**info.options); load_strict(model, state, info.path)
+    model, criterion, post = ddetr.weights.build("r50.pth", num_select=50)   # the same in one call
     ddetr.weights.convert("r50.pth", "r50-hf/", to="hf")            # and back: to="official"
     summary = ddetr.weights.load_matching(model_with_3_classes, "r50.pth")   # fine-tuning
 
@@ -14,8 +15,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..models.config import DEFAULTS
 from . import files
-from .errors import WeightsError, first
+from .errors import CheckpointError, WeightsError, first
 from .fitting import load_matching, load_strict
 from .hf_config import from_config, to_config
 from .layout import backbone_route, complete_heads, detect_layout, hf_to_official, official_to_hf, strip_wrappers
@@ -43,8 +45,6 @@ CATEGORIES_KEY = "ddetr_label_to_category"
 def _stated_by_args(args: dict) -> dict:
     """The model options a checkpoint's `args` state (official and ddetr checkpoints keep
     them; nheads, dilation and two-stage's query count are in no tensor)."""
-    from ..models import DEFAULTS
-
     return {k: args[k] for k in DEFAULTS if k != "backbone_weights" and args.get(k) is not None}
 
 
@@ -127,13 +127,18 @@ def convert(
     return info
 
 
+from .build import build, model_from_checkpoint  # noqa: E402  (they use load, above)
+
 __all__ = [
     "load",
+    "build",
+    "model_from_checkpoint",
     "convert",
     "load_strict",
     "load_matching",
     "WeightsInfo",
     "WeightsError",
+    "CheckpointError",
     "official_to_hf",
     "hf_to_official",
     "to_config",

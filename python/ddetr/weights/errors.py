@@ -1,6 +1,8 @@
-"""The one error type of ddetr.weights, and the short key listings its messages carry."""
+"""The errors of ddetr.weights (a weights file, a checkpoint), and the short key listings its messages carry."""
 
 from __future__ import annotations
+
+from ..errors import UserError
 
 
 class WeightsError(ValueError):
@@ -13,3 +15,7 @@ def first(keys, n: int = 5) -> str:
     keys = sorted(keys)
     more = f", ... ({len(keys)} in all)" if len(keys) > n else ""
     return ", ".join(keys[:n]) + more
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that cannot be read, resumed or built into a model."""

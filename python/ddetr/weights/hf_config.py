@@ -7,7 +7,7 @@ which needs timm (and so torchvision) wherever it is loaded."""
 
 from __future__ import annotations
 
-from ..models.backbone import _RESNETS
+from ..models.config import EXPANSION, RESNETS
 from .errors import WeightsError
 
 _STAGES = ("stage2", "stage3", "stage4")  # C3..C5, as ddetr's Backbone returns them
@@ -39,7 +39,7 @@ def to_config(opts: dict, route: str, id2label: dict | None = None) -> dict:
         use_pretrained_backbone=False,
         id2label={str(i): (id2label or {}).get(i, f"LABEL_{i}") for i in range(opts["num_classes"])},
     )
-    block, depths = _RESNETS[opts["backbone"]]
+    block, depths = RESNETS[opts["backbone"]]
     if route == "timm":
         config.update(use_timm_backbone=True, backbone=opts["backbone"], backbone_config=None)
     elif route == "transformers":
@@ -50,9 +50,9 @@ def to_config(opts: dict, route: str, id2label: dict | None = None) -> dict:
             backbone=None,
             backbone_config=dict(
                 model_type="resnet",
-                layer_type="bottleneck" if block.expansion == 4 else "basic",
+                layer_type=block,
                 depths=list(depths),
-                hidden_sizes=[c * block.expansion for c in (64, 128, 256, 512)],
+                hidden_sizes=[c * EXPANSION[block] for c in (64, 128, 256, 512)],
                 embedding_size=64,
                 hidden_act="relu",
                 downsample_in_first_stage=False,
@@ -66,12 +66,12 @@ def to_config(opts: dict, route: str, id2label: dict | None = None) -> dict:
 
 
 def _resnet_name(bc: dict, where: str) -> str:
-    expansion = 4 if bc.get("layer_type", "bottleneck") == "bottleneck" else 1
-    for name, (block, depths) in _RESNETS.items():
-        if list(depths) == list(bc.get("depths", ())) and block.expansion == expansion:
+    layer_type = bc.get("layer_type", "bottleneck")
+    for name, (block, depths) in RESNETS.items():
+        if list(depths) == list(bc.get("depths", ())) and block == layer_type:
             return name
     raise WeightsError(
-        f"{where}: backbone_config (ResNet {bc.get('layer_type')} {bc.get('depths')}) is none of {sorted(_RESNETS)}"
+        f"{where}: backbone_config (ResNet {bc.get('layer_type')} {bc.get('depths')}) is none of {sorted(RESNETS)}"
     )
 
 
@@ -112,7 +112,7 @@ def from_config(config: dict, where: str) -> dict:
         opts["backbone"] = _resnet_name(bc, where)
     else:  # a timm name: at the top (hub configs) or in a timm_backbone config (5.x)
         name = bc.get("backbone") if isinstance(bc, dict) else config.get("backbone")
-        if name in _RESNETS:
+        if name in RESNETS:
             opts["backbone"] = name
     if isinstance(config.get("id2label"), dict):
         opts["num_classes"] = len(config["id2label"])

@@ -3,32 +3,11 @@ its keys and shapes."""
 
 from __future__ import annotations
 
-from ..models.backbone import _RESNETS
+from ..models.config import EXPANSION, RESNETS
 from .errors import WeightsError
 from .layout import indices
 
 DEFAULT_HEADS = 8  # not in the tensors: heads x points is (see `describe`)
-
-# The model options that decide a state dict's keys and shapes, or what its weights compute:
-# a model fine-tuned from weights takes these from them (all but the class count).
-ARCHITECTURE = (
-    "num_classes",
-    "backbone",
-    "dilation",
-    "position_embedding",
-    "position_embedding_scale",
-    "num_feature_levels",
-    "enc_layers",
-    "dec_layers",
-    "dim_feedforward",
-    "hidden_dim",
-    "nheads",
-    "num_queries",
-    "dec_n_points",
-    "enc_n_points",
-    "with_box_refine",
-    "two_stage",
-)
 
 
 def variant_name(options: dict) -> str:
@@ -42,12 +21,12 @@ def backbone_name(state: dict, where: str) -> str:
     body = "backbone.0.body"
     depths = tuple(len(indices(state, f"{body}.layer{s}")) for s in range(1, 5))
     expansion = 4 if any(k.startswith(f"{body}.layer1.0.conv3.") for k in state) else 1
-    for name, (block, d) in _RESNETS.items():
-        if d == depths and block.expansion == expansion:
+    for name, (block, d) in RESNETS.items():
+        if d == depths and EXPANSION[block] == expansion:
             return name
     raise WeightsError(
         f"{where}: a ResNet backbone with blocks {depths} "
-        f"({'bottleneck' if expansion == 4 else 'basic'}) is none of {sorted(_RESNETS)}"
+        f"({'bottleneck' if expansion == 4 else 'basic'}) is none of {sorted(RESNETS)}"
     )
 
 

@@ -58,14 +58,19 @@ class MultiScaleDeformableAttention(torch.nn.Module):
         if value_spatial_shapes_list is not None:
             value_spatial_shapes, level_start_index = _host_shapes(value_spatial_shapes_list)
         return ms_deform_attn(
-            value, value_spatial_shapes, sampling_locations, attention_weights, level_start_index, im2col_step
+            value,
+            value_spatial_shapes,
+            sampling_locations,
+            attention_weights,
+            level_start_index=level_start_index,
+            im2col_step=im2col_step,
         )
 
 
 def multi_scale_deformable_attention(value, value_spatial_shapes, sampling_locations, attention_weights):
     """Group B: mask2former's and oneformer's module-level function on ddetr's op."""
     shapes, starts = _host_shapes(value_spatial_shapes)
-    return ms_deform_attn(value, shapes, sampling_locations, attention_weights, starts)
+    return ms_deform_attn(value, shapes, sampling_locations, attention_weights, level_start_index=starts)
 
 
 def v2_core(method: str):
@@ -108,4 +113,4 @@ def _v2_on_todays_op(value, value_spatial_shapes, sampling_locations, attention_
         weights = torch.stack(
             [F.pad(w, (0, pad)) for w, pad in zip(attention_weights.split(num_points_list, dim=3), pads)], dim=3
         )
-    return ms_deform_attn(value, shapes, locations, weights, starts)
+    return ms_deform_attn(value, shapes, locations, weights, level_start_index=starts)

@@ -4,14 +4,13 @@ come from the checkpoint's `args` (and the number of classes from its class head
 
 from __future__ import annotations
 
-from ..engine.checkpoint import model_from_checkpoint
-from ._aoti import to_aoti
-from ._graph import ExportError
-from ._onnx import DEFAULT_OPSET, to_onnx
+from ...export import DEFAULT_OPSET, ExportError, to_aoti, to_onnx
+from ...weights import model_from_checkpoint
+
+HELP = "export a checkpoint to ONNX (onnxruntime, OpenVINO, TensorRT) or AOTInductor"
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (onnxruntime, OpenVINO, TensorRT) or AOTInductor")
+def add_arguments(p) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--format", choices=["onnx", "aoti"], default="onnx")
     p.add_argument("--output", required=True, help="model.onnx, or model.pt2 for aoti")

@@ -10,18 +10,38 @@ about 10 minutes on two idle CPU cores and reaches an AP50 around 0.7.
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
 import time
 
-from .build import synthetic_data
-from .checkpoint import CHECKPOINT
-from .predict import predict
-from .train import CURVE, train
+from ..build import synthetic_data
+from ..checkpoint import CHECKPOINT
+from ..predict import predict
+from ..train import CURVE, train
+from .arguments import add_model_options, add_train_options, default_help
+
+HELP = "synthetic data, a small model trained on the CPU, metrics and pictures"
 
 
-def run_demo(args) -> dict:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_train_options(p, "demo")
+    add_model_options(p, "demo")
+    p.add_argument("--num-train", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--num-val", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--num-pictures", type=int, default=None, help=f"prediction pictures to draw; {default_help('num_pictures')}"
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help=f"short side of the images the model sees; {default_help('image_size', 'demo')}",
+    )
+
+
+def run(args) -> dict:
     """Runs the demo with resolved options `args`; returns the summary it writes."""
     t0 = time.time()
     out = args.output_dir

@@ -3,12 +3,19 @@ thousand images, before a run finds a bad file an epoch in."""
 
 from __future__ import annotations
 
-from ..data.check import box_counts, describe, image_problems
-from ..data.coco import DataError
-from .build import build_datasets
+from ...data.check import box_counts, describe, image_problems
+from ...data.coco import DataError
+from ..build import build_datasets
+from .arguments import add_data_options
+
+HELP = "read every image and annotation of a data set; report what is unusable"
 
 
-def run_check_data(args) -> None:
+def add_arguments(p) -> None:
+    add_data_options(p, "check-data")
+
+
+def run(args) -> None:
     """Prints each set's counts and every unusable image; DataError when anything is unusable."""
     need_train = bool(args.coco_path or args.train_images or args.train_ann)
     train, val = build_datasets(args, need_train=need_train)

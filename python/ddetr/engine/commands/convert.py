@@ -5,10 +5,31 @@ from __future__ import annotations
 
 import os
 
-from ..weights import WeightsError, convert
-from ..weights.files import HF_WEIGHTS
+from ...models.config import HF_BACKBONE_ROUTES
+from ...weights import WeightsError, convert
+from ...weights.files import HF_WEIGHTS
+from .arguments import default_help
 
+HELP = "convert weights between the official and the HF layout"
 FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("src", metavar="SRC", help="weights in either layout: .pth, .bin, .safetensors or an HF folder")
+    p.add_argument("dst", metavar="DST", help="--to hf: a folder; --to official: a .pth or .safetensors file")
+    p.add_argument("--to", required=True, choices=("official", "hf"))
+    p.add_argument(
+        "--backbone",
+        dest="hf_backbone",
+        choices=HF_BACKBONE_ROUTES,
+        default=None,
+        help="--to hf: transformers' own ResNet (loads without timm) or timm's names, as hub files (needs timm); "
+        + default_help("hf_backbone"),
+    )
+
+
+def run(args) -> None:
+    print(run_convert(args.src, args.dst, args.to, args.hf_backbone))
 
 
 def run_convert(src: str, dst: str, to: str, backbone: str = "transformers") -> str:
