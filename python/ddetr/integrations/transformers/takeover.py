@@ -149,8 +149,9 @@ def _family(cls) -> str:
 
 
 def _covers(name: str, handled: list) -> bool:
-    """Whether module `name` is, or contains, a handled module."""
-    return any(h == name or h.startswith(name + ".") or not name for h in handled)
+    """Whether module `name` is, or contains, a handled module ("" is the model itself)."""
+    prefix = name + "." if name else ""
+    return any(h == name or h.startswith(prefix) for h in handled)
 
 
 def _missing_device_kernel(model) -> str | None:
