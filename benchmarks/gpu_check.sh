@@ -23,7 +23,7 @@ failed=0
 
 # Test selections, shared by the GPU run and the no-GPU self-check.
 TESTS=(tests/test_cuda.py tests/test_op_abi.py tests/test_op_values.py tests/test_op_autograd.py
-       tests/test_op_errors.py tests/test_op_edge.py)
+       tests/test_op_errors.py tests/test_op_edge.py tests/test_integrations_transformers.py)
 # memcheck: every value path once (float32 and one 16-bit type), the 64-bit cases excluded
 # (too slow under the sanitizer; they run unsanitized above)
 MEMCHECK_K="(matches_cpu or channel_counts or non_contiguous or unaligned or outside or empty or batch_97 or one_by_one) and not float64 and not float16"
@@ -97,6 +97,9 @@ fi
 # 4. The CUDA benchmarks (float32, float16, bfloat16), the reference in the same run.
 bench=(benchmarks/test_bench_op.py benchmarks/test_bench_module.py)
 "$python" -c "import ddetr.models" 2>/dev/null && bench+=(benchmarks/test_bench_model.py)
+# HF transformers models before and after ddetr.integrations.transformers.kernelize, where
+# transformers is installed (the bench extra)
+"$python" -c "import transformers" 2>/dev/null && bench+=(benchmarks/test_bench_hf_models.py)
 step bench 900 "$python" -m pytest "${bench[@]}" -k cuda -p no:cacheprovider \
   --benchmark-json="$out/bench-cuda.json"
 "$python" benchmarks/report.py "$out/bench-cuda.json" >"$out/bench-cuda.md" 2>&1

@@ -34,6 +34,7 @@ SPEEDUPS = [
     ("speedup_vs_hf", "HF eager fp32"),
     ("speedup_vs_best_hf", "best HF"),
     ("speedup_vs_hf_eager", "HF eager"),
+    ("speedup_vs_kernelized_eager", "kernelized eager"),  # test_bench_hf_models.py's compiled case
 ]
 # Instruction sets that decide the CPU kernels' and bfloat16's speed, as cpuinfo names them.
 ISA_FLAGS = [("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX")]
