@@ -33,7 +33,11 @@ namespace {
 
 template <typename T, int kD, typename I>
 void run_pass(const Job<T>& job, int64_t begin, int64_t end) {
-  if (job.pass == Pass::kForward) return forward_range<T, kD, I>(job.forward, begin, end);
+  if (job.pass == Pass::kForward) {
+    if (job.forward.shape.discrete) return forward_discrete_range<T, kD, I>(job.forward, begin, end);
+    return forward_range<T, kD, I>(job.forward, begin, end);
+  }
+  if (job.backward.shape.discrete) return backward_discrete_range<T, kD, I>(job.backward, begin, end);
   return backward_range<T, kD, I>(job.backward, begin, end);
 }
 

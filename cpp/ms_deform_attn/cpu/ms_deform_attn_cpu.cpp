@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "../build_info.h"
 #include "../check.h"
@@ -142,19 +143,16 @@ const T* cptr(const Tensor& t) {
   return static_cast<const T*>(t.const_data_ptr());
 }
 
-Tensor ms_deform_attn_cpu(const Tensor& value, const Tensor& spatial_shapes,
-                          const Tensor& level_start_index, const Tensor& sampling_locations,
-                          const Tensor& attention_weights, int64_t im2col_step) {
-  // im2col_step only sized the 2020 CUDA kernel's batches; every batch size works here.
-  const Shape s = check_forward_args(value, spatial_shapes, level_start_index, sampling_locations,
-                                     attention_weights, im2col_step);
-  check_on_cpu(value, spatial_shapes, level_start_index, "ms_deform_attn");
+// The forward of both forms, its arguments checked (s) and on the CPU.
+Tensor forward(const Shape& s, const Tensor& value, const Tensor& spatial_shapes,
+               const Tensor& level_start_index, const Tensor& sampling_locations,
+               const Tensor& attention_weights) {
   const CpuInputs in =
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const ScalarType dt = in.value.scalar_type();
   Tensor out = cpu_empty({s.N, s.Lq, s.M * s.D}, dt);
-  if (out.numel() > 0 && s.P == 0) ts::zero_(out);
-  if (out.numel() > 0 && s.P > 0) {
+  if (out.numel() > 0 && s.LP == 0) ts::zero_(out);
+  if (out.numel() > 0 && s.LP > 0) {
     with_compute_type(dt, [&](auto tag) {
       using scalar_t = decltype(tag);
       cpu::Job<scalar_t> job{};
@@ -167,28 +165,31 @@ Tensor ms_deform_attn_cpu(const Tensor& value, const Tensor& spatial_shapes,
                      cptr<scalar_t>(in.loc),
                      cptr<scalar_t>(in.attn),
                      mptr<scalar_t>(out)};
-      claimed_chunks(s.N * s.Lq, chunk_items(s.M * s.L * s.P * s.D),
+      claimed_chunks(s.N * s.Lq, chunk_items(s.M * s.LP * s.D),
                      [&](int64_t begin, int64_t end) { run_kernel(job, begin, end); });
     });
   }
   return ts::to(out, std::optional<ScalarType>(value.scalar_type()));
 }
 
-std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cpu(
-    const Tensor& grad_output, const Tensor& value, const Tensor& spatial_shapes,
-    const Tensor& level_start_index, const Tensor& sampling_locations,
-    const Tensor& attention_weights, int64_t im2col_step, bool /*deterministic: always*/) {
-  const Shape s = check_backward_args(grad_output, value, spatial_shapes, level_start_index,
-                                      sampling_locations, attention_weights, im2col_step);
-  check_on_cpu(value, spatial_shapes, level_start_index, "ms_deform_attn_backward");
+// The backward of both forms: gradients shaped like the inputs; for the discrete method the
+// location gradient is an empty tensor (there is none).
+std::tuple<Tensor, Tensor, Tensor> backward(const Shape& s, const Tensor& grad_output,
+                                            const Tensor& value, const Tensor& spatial_shapes,
+                                            const Tensor& level_start_index,
+                                            const Tensor& sampling_locations,
+                                            const Tensor& attention_weights) {
   const CpuInputs in =
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const ScalarType cdt = in.value.scalar_type();
   const Tensor grad = as_contiguous(grad_output, cdt);
   Tensor grad_value = cpu_zeros({s.N, s.S, s.M, s.D}, cdt);
-  Tensor grad_loc = cpu_empty({s.N, s.Lq, s.M, s.L, s.P, 2}, cdt);
-  Tensor grad_attn = cpu_empty({s.N, s.Lq, s.M, s.L, s.P}, cdt);
-  if (grad_loc.numel() > 0 && s.D > 0) {
+  Tensor grad_loc = s.discrete ? cpu_empty({0}, cdt)
+                               : ts::empty(sampling_locations.sizes(), cdt, std::nullopt,
+                                           ts::Device(DeviceType::CPU));
+  Tensor grad_attn =
+      ts::empty(attention_weights.sizes(), cdt, std::nullopt, ts::Device(DeviceType::CPU));
+  if (grad_attn.numel() > 0 && s.D > 0) {
     with_compute_type(cdt, [&](auto tag) {
       using scalar_t = decltype(tag);
       cpu::Job<scalar_t> job{};
@@ -201,12 +202,11 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cpu(
                       cptr<scalar_t>(in.attn),
                       cptr<scalar_t>(grad),
                       mptr<scalar_t>(grad_value),
-                      mptr<scalar_t>(grad_loc),
+                      s.discrete ? nullptr : mptr<scalar_t>(grad_loc),
                       mptr<scalar_t>(grad_attn)};
       job.pass = cpu::Pass::kBackward;
       // A static split, not claimed_chunks: a thread's heads are walked together
-      // (heads_per_sweep), which one head per chunk would undo (1 px, one thread: 90 ms
-      // against 75 forward + backward, measured).
+      // (heads_per_sweep), which one head per chunk would undo.
       ts::parallel_for(0, s.N * s.M, 1,
                        [&](int64_t begin, int64_t end) { run_kernel(job, begin, end); });
     });
@@ -219,11 +219,60 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cpu(
   return {ts::to(grad_value, dt), ts::to(grad_loc, loc_dt), ts::to(grad_attn, dt)};
 }
 
+Tensor ms_deform_attn_cpu(const Tensor& value, const Tensor& spatial_shapes,
+                          const Tensor& level_start_index, const Tensor& sampling_locations,
+                          const Tensor& attention_weights, int64_t im2col_step) {
+  // im2col_step only sized the 2020 CUDA kernel's batches; every batch size works here.
+  const Shape s = check_forward_args(value, spatial_shapes, level_start_index, sampling_locations,
+                                     attention_weights, im2col_step);
+  check_on_cpu(value, spatial_shapes, level_start_index, "ms_deform_attn");
+  return forward(s, value, spatial_shapes, level_start_index, sampling_locations,
+                 attention_weights);
+}
+
+std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cpu(
+    const Tensor& grad_output, const Tensor& value, const Tensor& spatial_shapes,
+    const Tensor& level_start_index, const Tensor& sampling_locations,
+    const Tensor& attention_weights, int64_t im2col_step, bool /*deterministic: always*/) {
+  const Shape s = check_backward_args(grad_output, value, spatial_shapes, level_start_index,
+                                      sampling_locations, attention_weights, im2col_step);
+  check_on_cpu(value, spatial_shapes, level_start_index, "ms_deform_attn_backward");
+  return backward(s, grad_output, value, spatial_shapes, level_start_index, sampling_locations,
+                  attention_weights);
+}
+
+Tensor ms_deform_attn_v2_cpu(const Tensor& value, const Tensor& spatial_shapes,
+                             const Tensor& level_start_index, const Tensor& sampling_locations,
+                             const Tensor& attention_weights, std::vector<int64_t> num_points_list,
+                             std::string method) {
+  const Shape s = check_v2_forward_args(value, spatial_shapes, level_start_index,
+                                        sampling_locations, attention_weights, num_points_list,
+                                        method);
+  check_on_cpu(value, spatial_shapes, level_start_index, "ms_deform_attn_v2");
+  return forward(s, value, spatial_shapes, level_start_index, sampling_locations,
+                 attention_weights);
+}
+
+std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_v2_backward_cpu(
+    const Tensor& grad_output, const Tensor& value, const Tensor& spatial_shapes,
+    const Tensor& level_start_index, const Tensor& sampling_locations,
+    const Tensor& attention_weights, std::vector<int64_t> num_points_list, std::string method,
+    bool /*deterministic: always*/) {
+  const Shape s = check_v2_backward_args(grad_output, value, spatial_shapes, level_start_index,
+                                         sampling_locations, attention_weights, num_points_list,
+                                         method);
+  check_on_cpu(value, spatial_shapes, level_start_index, "ms_deform_attn_v2_backward");
+  return backward(s, grad_output, value, spatial_shapes, level_start_index, sampling_locations,
+                  attention_weights);
+}
+
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(ddetr, CPU, m) {
   m.impl("ms_deform_attn", TORCH_BOX(&ms_deform_attn_cpu));
   m.impl("ms_deform_attn_backward", TORCH_BOX(&ms_deform_attn_backward_cpu));
+  m.impl("ms_deform_attn_v2", TORCH_BOX(&ms_deform_attn_v2_cpu));
+  m.impl("ms_deform_attn_v2_backward", TORCH_BOX(&ms_deform_attn_v2_backward_cpu));
 }
 
 }  // namespace ddetr

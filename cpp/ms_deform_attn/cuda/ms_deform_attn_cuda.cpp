@@ -9,7 +9,9 @@
 
 #include <array>
 #include <optional>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "../check.h"
 #include "../ms_deform_attn.h"
@@ -139,23 +141,16 @@ std::tuple<Tensor, Tensor> stable_sort(const Tensor& keys) {
   return {d::to<Tensor>(stack[0]), d::to<Tensor>(stack[1])};
 }
 
-Tensor ms_deform_attn_cuda(const Tensor& value, const Tensor& spatial_shapes,
-                           const Tensor& level_start_index, const Tensor& sampling_locations,
-                           const Tensor& attention_weights, int64_t im2col_step) {
-  constexpr const char* op = "ms_deform_attn";
-  check_value_on_cuda(value, op);
-  const ts::accelerator::DeviceGuard guard(value.get_device_index());
-  const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
-  // im2col_step only sized the 2020 kernel's batches; every batch size works here.
-  const Shape s = check_forward_args(value, spatial_shapes, level_start_index,
-                                     sampling_locations, attention_weights, im2col_step,
-                                     /*check_shape_values=*/!ctx.capturing);
+// The forward of both forms, under the device guard, its arguments checked (s).
+Tensor forward(const Shape& s, const CudaContext& ctx, const char* op, const Tensor& value,
+               const Tensor& spatial_shapes, const Tensor& level_start_index,
+               const Tensor& sampling_locations, const Tensor& attention_weights) {
   const CudaInputs in =
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const ScalarType dtype = in.value.scalar_type();
   Tensor out = empty_on(value, {s.N, s.Lq, s.M * s.D}, dtype);
   if (out.numel() == 0) return out;  // empty batch, no queries, heads or channels
-  if (s.L * s.P == 0 || in.value.numel() == 0) return ts::zero_(out);
+  if (s.LP == 0 || in.value.numel() == 0) return ts::zero_(out);
 
   with_kernel_type(dtype, op, [&](auto tag) {
     using K = decltype(tag);
@@ -171,17 +166,14 @@ Tensor ms_deform_attn_cuda(const Tensor& value, const Tensor& spatial_shapes,
   return out;
 }
 
-std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cuda(
-    const Tensor& grad_output, const Tensor& value, const Tensor& spatial_shapes,
-    const Tensor& level_start_index, const Tensor& sampling_locations,
-    const Tensor& attention_weights, int64_t im2col_step, bool deterministic) {
-  constexpr const char* op = "ms_deform_attn_backward";
-  check_value_on_cuda(value, op);
-  const ts::accelerator::DeviceGuard guard(value.get_device_index());
-  const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
-  const Shape s = check_backward_args(grad_output, value, spatial_shapes, level_start_index,
-                                      sampling_locations, attention_weights, im2col_step,
-                                      /*check_shape_values=*/!ctx.capturing);
+// The backward of both forms: gradients shaped like the inputs; for the discrete method the
+// location gradient is an empty tensor (there is none).
+std::tuple<Tensor, Tensor, Tensor> backward(const Shape& s, const CudaContext& ctx, const char* op,
+                                            const Tensor& grad_output, const Tensor& value,
+                                            const Tensor& spatial_shapes,
+                                            const Tensor& level_start_index,
+                                            const Tensor& sampling_locations,
+                                            const Tensor& attention_weights, bool deterministic) {
   const CudaInputs in =
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const Tensor grad = ts::contiguous(grad_output);
@@ -190,9 +182,10 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cuda(
   const auto as_loc_dtype = [&](const Tensor& t) {
     return ts::to(t, std::optional<ScalarType>(sampling_locations.scalar_type()));
   };
-  Tensor grad_loc = empty_on(value, {s.N, s.Lq, s.M, s.L, s.P, 2}, location_dtype(dtype));
-  Tensor grad_attn = empty_on(value, {s.N, s.Lq, s.M, s.L, s.P}, dtype);
-  if (s.N * s.Lq * s.M == 0 || s.L * s.P == 0 || s.D == 0 || in.value.numel() == 0) {
+  Tensor grad_loc = s.discrete ? empty_on(value, {0}, location_dtype(dtype))
+                               : empty_on(value, sampling_locations.sizes(), location_dtype(dtype));
+  Tensor grad_attn = empty_on(value, attention_weights.sizes(), dtype);
+  if (s.N * s.Lq * s.M == 0 || s.LP == 0 || s.D == 0 || in.value.numel() == 0) {
     return {zeros_on(value, {s.N, s.S, s.M, s.D}, dtype), as_loc_dtype(ts::zero_(grad_loc)),
             ts::zero_(grad_attn)};
   }
@@ -208,7 +201,7 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cuda(
                         cptr<K>(in.attn),
                         cptr<K>(grad),
                         nullptr,
-                        mptr<location_t<K>>(grad_loc),
+                        s.discrete ? nullptr : mptr<location_t<K>>(grad_loc),
                         mptr<K>(grad_attn)};
     cuda::ValueGradTarget target;
     if (!deterministic) {
@@ -227,7 +220,7 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cuda(
     grad_value = empty_on(value, {s.N, s.S, s.M, s.D}, dtype);
     p.grad_value = mptr<K>(grad_value);
     target.keys_int64 = cuda::deterministic_keys_need_int64(s);
-    const Tensor keys = empty_on(value, {s.N * s.Lq * s.M * s.L * s.P},
+    const Tensor keys = empty_on(value, {s.N * s.Lq * s.M * s.LP},
                                  target.keys_int64 ? ScalarType::Long : ScalarType::Int);
     target.keys = keys.mutable_data_ptr();
     check_cuda(cuda::backward(p, target, ctx.stream), "launching the backward kernel");
@@ -246,11 +239,74 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cuda(
   return {grad_value, as_loc_dtype(grad_loc), grad_attn};
 }
 
+Tensor ms_deform_attn_cuda(const Tensor& value, const Tensor& spatial_shapes,
+                           const Tensor& level_start_index, const Tensor& sampling_locations,
+                           const Tensor& attention_weights, int64_t im2col_step) {
+  constexpr const char* op = "ms_deform_attn";
+  check_value_on_cuda(value, op);
+  const ts::accelerator::DeviceGuard guard(value.get_device_index());
+  const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
+  // im2col_step only sized the 2020 kernel's batches; every batch size works here.
+  const Shape s = check_forward_args(value, spatial_shapes, level_start_index,
+                                     sampling_locations, attention_weights, im2col_step,
+                                     /*check_shape_values=*/!ctx.capturing);
+  return forward(s, ctx, op, value, spatial_shapes, level_start_index, sampling_locations,
+                 attention_weights);
+}
+
+std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cuda(
+    const Tensor& grad_output, const Tensor& value, const Tensor& spatial_shapes,
+    const Tensor& level_start_index, const Tensor& sampling_locations,
+    const Tensor& attention_weights, int64_t im2col_step, bool deterministic) {
+  constexpr const char* op = "ms_deform_attn_backward";
+  check_value_on_cuda(value, op);
+  const ts::accelerator::DeviceGuard guard(value.get_device_index());
+  const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
+  const Shape s = check_backward_args(grad_output, value, spatial_shapes, level_start_index,
+                                      sampling_locations, attention_weights, im2col_step,
+                                      /*check_shape_values=*/!ctx.capturing);
+  return backward(s, ctx, op, grad_output, value, spatial_shapes, level_start_index,
+                  sampling_locations, attention_weights, deterministic);
+}
+
+Tensor ms_deform_attn_v2_cuda(const Tensor& value, const Tensor& spatial_shapes,
+                              const Tensor& level_start_index, const Tensor& sampling_locations,
+                              const Tensor& attention_weights,
+                              std::vector<int64_t> num_points_list, std::string method) {
+  constexpr const char* op = "ms_deform_attn_v2";
+  check_value_on_cuda(value, op);
+  const ts::accelerator::DeviceGuard guard(value.get_device_index());
+  const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
+  const Shape s = check_v2_forward_args(value, spatial_shapes, level_start_index,
+                                        sampling_locations, attention_weights, num_points_list,
+                                        method, /*check_shape_values=*/!ctx.capturing);
+  return forward(s, ctx, op, value, spatial_shapes, level_start_index, sampling_locations,
+                 attention_weights);
+}
+
+std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_v2_backward_cuda(
+    const Tensor& grad_output, const Tensor& value, const Tensor& spatial_shapes,
+    const Tensor& level_start_index, const Tensor& sampling_locations,
+    const Tensor& attention_weights, std::vector<int64_t> num_points_list, std::string method,
+    bool deterministic) {
+  constexpr const char* op = "ms_deform_attn_v2_backward";
+  check_value_on_cuda(value, op);
+  const ts::accelerator::DeviceGuard guard(value.get_device_index());
+  const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
+  const Shape s = check_v2_backward_args(grad_output, value, spatial_shapes, level_start_index,
+                                         sampling_locations, attention_weights, num_points_list,
+                                         method, /*check_shape_values=*/!ctx.capturing);
+  return backward(s, ctx, op, grad_output, value, spatial_shapes, level_start_index,
+                  sampling_locations, attention_weights, deterministic);
+}
+
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(ddetr, CUDA, m) {
   m.impl("ms_deform_attn", TORCH_BOX(&ms_deform_attn_cuda));
   m.impl("ms_deform_attn_backward", TORCH_BOX(&ms_deform_attn_backward_cuda));
+  m.impl("ms_deform_attn_v2", TORCH_BOX(&ms_deform_attn_v2_cuda));
+  m.impl("ms_deform_attn_v2_backward", TORCH_BOX(&ms_deform_attn_v2_backward_cuda));
 }
 
 }  // namespace ddetr
