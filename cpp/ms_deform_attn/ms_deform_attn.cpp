@@ -190,10 +190,12 @@ Shape check_v2_forward_args(const Tensor& value, const Tensor& spatial_shapes,
                 num_points_list[l]);
     s.LP += num_points_list[l];
   }
-  check_size(sampling_locations, 3, s.LP, "sampling_locations",
-             "points (the sum of num_points_list)");
-  check_size(attention_weights, 3, s.LP, "attention_weights",
-             "points (the sum of num_points_list)");
+  for (const auto& [t, name] : {std::pair<const Tensor&, const char*>{sampling_locations,
+                                                                      "sampling_locations"},
+                                {attention_weights, "attention_weights"}}) {
+    DDETR_CHECK(t.size(3) == s.LP, name, " has ", t.size(3), " points (dimension 3 of shape ",
+                shape_of(t), ") but num_points_list sums to ", s.LP);
+  }
   s.ragged = false;
   for (int64_t l = 1; l < levels; ++l) s.ragged |= num_points_list[l] != num_points_list[0];
   if (s.ragged) {
