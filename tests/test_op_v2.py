@@ -220,7 +220,11 @@ def test_reference_v2_equal_counts_is_the_2020_reference():
     "points,method,match",
     [
         ([3, 6], "default", "num_points_list has 2 entries but spatial_shapes has 3 levels"),
-        ([3, 6, 2], "default", r"sampling_locations has 12 points \(dimension 3 of shape \(2, 5, 2, 12, 2\)\) but num_points_list sums to 11"),
+        (
+            [3, 6, 2],
+            "default",
+            r"sampling_locations has 12 points \(dimension 3 of shape \(2, 5, 2, 12, 2\)\) but num_points_list sums to 11",
+        ),
         ([3, 9, 0], "default", r"num_points_list\[2\] must be positive, got 0"),
         ([13, -1, 0], "default", r"num_points_list\[1\] must be positive, got -1"),
         ([3, 6, 3], "nearest", 'method must be "default" .* or "discrete" .*, got "nearest"'),
