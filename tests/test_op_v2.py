@@ -223,7 +223,8 @@ def test_reference_v2_equal_counts_is_the_2020_reference():
         (
             [3, 6, 2],
             "default",
-            r"sampling_locations has 12 points \(dimension 3 of shape \(2, 5, 2, 12, 2\)\) but num_points_list sums to 11",
+            r"sampling_locations has 12 points \(dimension 3 of shape \(2, 5, 2, 12, 2\)\) "
+            "but num_points_list sums to 11",
         ),
         ([3, 9, 0], "default", r"num_points_list\[2\] must be positive, got 0"),
         ([13, -1, 0], "default", r"num_points_list\[1\] must be positive, got -1"),
