@@ -256,3 +256,37 @@ def test_too_many_ragged_levels():
     # equal counts have no such bound
     out = op(*op_args(value, shapes, loc[..., :17, :], attn[..., :17], [1] * 17, "default"))
     assert out.shape == (1, 1, 2)
+
+
+# ---------------------------------------------------------------------------- the module
+@pytest.mark.parametrize("ref_dims", [2, 4])
+@pytest.mark.parametrize("method", METHODS)
+def test_module_points_per_level_matches_reference(method, ref_dims):
+    from ddetr.nn import MSDeformAttn
+
+    torch.manual_seed(0)
+    module = MSDeformAttn(d_model=32, n_levels=3, n_heads=4, n_points=[3, 6, 3], method=method).double()
+    assert module.sampling_offsets.out_features == 4 * 12 * 2 and module.attention_weights.out_features == 4 * 12
+    shapes = torch.tensor([[6, 5], [3, 4], [2, 2]])
+    s = int(shapes.prod(1).sum())
+    query, src = torch.randn(2, 7, 32, dtype=torch.float64), torch.randn(2, s, 32, dtype=torch.float64)
+    ref_pts = torch.rand(2, 7, 3, ref_dims, dtype=torch.float64) * 0.5 + 0.25
+    with torch.no_grad():  # offsets that reach every level's border
+        module.sampling_offsets.bias.mul_(3.0)
+    outs = []
+    for use_reference in (False, True):
+        module.use_reference = use_reference
+        out = module(query, ref_pts, src, shapes)
+        outs.append((out, torch.autograd.grad(out.sum(), [module.value_proj.weight, module.attention_weights.weight])))
+    torch.testing.assert_close(outs[0][0], outs[1][0])
+    for a, b in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(a, b)
+
+
+def test_module_rejects_a_wrong_points_list():
+    from ddetr.nn import MSDeformAttn
+
+    with pytest.raises(ValueError, match="n_points must be a positive count or 3 of them"):
+        MSDeformAttn(d_model=32, n_levels=3, n_heads=4, n_points=[3, 6])
+    with pytest.raises(ValueError, match="method must be one of"):
+        MSDeformAttn(d_model=32, n_levels=3, n_heads=4, method="nearest")

@@ -105,10 +105,17 @@ def ms_deform_attn_v2(
 _HALF = (torch.float16, torch.bfloat16)
 
 
+def location_dtype(value_dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels read sampling_locations in beside a value of `value_dtype`: float32
+    for the 16-bit types (never rounded to 16 bits), else the value's own. The one statement of
+    the rule in Python; the C++ checks (ms_deform_attn.cpp) hold it for C++."""
+    return torch.float32 if value_dtype in _HALF else value_dtype
+
+
 def _location_dtypes(value_dtype: torch.dtype) -> tuple:
     """The sampling_locations dtypes the op takes beside a value of `value_dtype` (as the C++
-    checks: the value's own, or float32 beside a 16-bit value)."""
-    return (value_dtype, torch.float32) if value_dtype in _HALF else (value_dtype,)
+    checks: the value's own, or location_dtype's float32 beside a 16-bit value)."""
+    return tuple(dict.fromkeys((value_dtype, location_dtype(value_dtype))))
 
 
 def _register_autocast(op, name: str, device_type: str) -> None:
