@@ -57,7 +57,7 @@ def encoder_inputs(shapes, n=1, m=2, d=8, p=2, reach=2.0, far=0.0, dtype=torch.f
 
 
 # Encoder-layout maps wide enough for the CPU backward's split into bands of columns (see
-# cpp/ms_deform_attn/cpu/bands.h): two wide levels, two narrow ones.
+# cpp/ms_deform_attn/cpu/query_plan.h): two wide levels, two narrow ones.
 BAND_SHAPES = [[10, 70], [4, 35], [3, 18], [2, 9]]
 # "near": points around their query, a few anywhere (deferred, listed); "anywhere": every
 # point anywhere (with 4 points per level, more than a list holds: the band is walked again).

@@ -65,7 +65,7 @@ def test_infinite_value_outside_the_map_stays_out():
     "layout", ["decoder", "encoder", "bands-near", "bands-anywhere", "spread-24px", "spread-uniform"]
 )
 def test_thread_counts_bitwise_equal(layout):
-    if layout.startswith("bands"):  # encoder layout on maps wide enough to split (bands.h)
+    if layout.startswith("bands"):  # encoder layout on maps wide enough to split (query_plan.h)
         inputs = encoder_inputs(BAND_SHAPES, 2, 4, 32, 4, **BAND_CASES[layout[6:]], dtype=torch.float32)
     elif layout.startswith("spread"):  # points far from their queries: long sums per row
         inputs = encoder_inputs(SPREAD_SHAPES, 1, 4, 32, 4, **SPREAD_CASES[layout[7:]], dtype=torch.float32)

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "check.h"
+#include "glue.h"
 
 namespace ddetr {
 namespace {
@@ -51,16 +52,18 @@ void check_kinds(const Tensor& value, const Tensor& spatial_shapes,
   check_floating(attention_weights, "attention_weights");
   check_integral(spatial_shapes, "spatial_shapes");
   check_integral(level_start_index, "level_start_index");
-  // The precision policy: attention weights in the value's dtype; locations too, or float32
-  // beside a 16-bit value (the kernels read 16-bit values' locations as float32 anyway).
+  // The precision policy: attention weights in the value's dtype; locations too, or in the
+  // dtype the kernels read them in (glue.h's location_dtype: float32 beside a 16-bit value).
   const ScalarType dtype = value.scalar_type();
   DDETR_CHECK(attention_weights.scalar_type() == dtype, "attention_weights must be ",
               dtype_name(dtype), " like value, got ", dtype_name(attention_weights.scalar_type()));
   const ScalarType loc_dtype = sampling_locations.scalar_type();
-  const bool half = dtype == ScalarType::Half || dtype == ScalarType::BFloat16;
-  DDETR_CHECK(loc_dtype == dtype || (half && loc_dtype == ScalarType::Float),
-              "sampling_locations must be ", dtype_name(dtype), " like value",
-              half ? " or torch.float32" : "", ", got ", dtype_name(loc_dtype));
+  const ScalarType kernel_loc_dtype = location_dtype(dtype);
+  DDETR_CHECK(loc_dtype == dtype || loc_dtype == kernel_loc_dtype, "sampling_locations must be ",
+              dtype_name(dtype), " like value",
+              kernel_loc_dtype != dtype ? " or " : "",
+              kernel_loc_dtype != dtype ? dtype_name(kernel_loc_dtype) : "", ", got ",
+              dtype_name(loc_dtype));
   DDETR_CHECK(same_device(sampling_locations, value) && same_device(attention_weights, value),
               "value, sampling_locations and attention_weights must be on one device, got ",
               device_name(value), ", ", device_name(sampling_locations), " and ",

@@ -15,6 +15,7 @@
 
 #include "../build_info.h"
 #include "../check.h"
+#include "../glue.h"
 #include "../ms_deform_attn.h"
 #include "kernels.h"
 
@@ -55,34 +56,14 @@ const cpu::KernelTable& kernels() {
 void run_kernel(const cpu::Job<float>& job, int64_t b, int64_t e) { kernels().run_f32(job, b, e); }
 void run_kernel(const cpu::Job<double>& job, int64_t b, int64_t e) { kernels().run_f64(job, b, e); }
 
-// Calls f(scalar_t{}) with the kernels' type for compute dtype t (float or double).
-template <typename F>
-void with_compute_type(ScalarType t, F&& f) {
-  if (t == ScalarType::Double) {
-    f(double{});
-  } else {
-    f(float{});
-  }
-}
-
 // Half types have no CPU kernel of their own: they compute in float32 (their locations, float32
 // or not, too) and round once.
 ScalarType compute_dtype(ScalarType t) {
   return t == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
 }
 
-// t as a contiguous tensor of dtype dt (itself when it already is one).
-Tensor as_contiguous(const Tensor& t, ScalarType dt) {
-  return ts::contiguous(ts::to(t, std::optional<ScalarType>(dt)));
-}
-
-Tensor cpu_empty(std::initializer_list<int64_t> sizes, ScalarType dt) {
-  return ts::empty(sizes, dt, std::nullopt, ts::Device(DeviceType::CPU));
-}
-
-Tensor cpu_zeros(std::initializer_list<int64_t> sizes, ScalarType dt) {
-  Tensor t = cpu_empty(sizes, dt);
-  return ts::zero_(t);
+Tensor cpu_empty(torch::headeronly::IntHeaderOnlyArrayRef sizes, ScalarType dt) {
+  return empty_on(ts::Device(DeviceType::CPU), sizes, dt);
 }
 
 struct CpuInputs {
@@ -95,7 +76,7 @@ CpuInputs prepare(const Tensor& value, const Tensor& spatial_shapes,
   const ScalarType dt = compute_dtype(value.scalar_type());
   return {as_contiguous(value, dt), as_contiguous(spatial_shapes, ScalarType::Long),
           as_contiguous(level_start_index, ScalarType::Long),
-          as_contiguous(sampling_locations, dt), as_contiguous(attention_weights, dt)};
+          as_contiguous(sampling_locations, location_dtype(dt)), as_contiguous(attention_weights, dt)};
 }
 
 void check_on_cpu(const Tensor& value, const Tensor& spatial_shapes,
@@ -134,15 +115,6 @@ void claimed_chunks(int64_t n, int64_t chunk, const F& f) {
   });
 }
 
-template <typename T>
-T* mptr(const Tensor& t) {
-  return static_cast<T*>(t.mutable_data_ptr());
-}
-template <typename T>
-const T* cptr(const Tensor& t) {
-  return static_cast<const T*>(t.const_data_ptr());
-}
-
 // The forward of both forms, its arguments checked (s) and on the CPU.
 Tensor forward(const Shape& s, const Tensor& value, const Tensor& spatial_shapes,
                const Tensor& level_start_index, const Tensor& sampling_locations,
@@ -153,7 +125,7 @@ Tensor forward(const Shape& s, const Tensor& value, const Tensor& spatial_shapes
   Tensor out = cpu_empty({s.N, s.Lq, s.M * s.D}, dt);
   if (out.numel() > 0 && s.LP == 0) ts::zero_(out);
   if (out.numel() > 0 && s.LP > 0) {
-    with_compute_type(dt, [&](auto tag) {
+    with_kernel_type<void, void>(dt, "ms_deform_attn", [&](auto tag) {
       using scalar_t = decltype(tag);
       cpu::Job<scalar_t> job{};
       job.pass = cpu::Pass::kForward;
@@ -183,14 +155,12 @@ std::tuple<Tensor, Tensor, Tensor> backward(const Shape& s, const Tensor& grad_o
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const ScalarType cdt = in.value.scalar_type();
   const Tensor grad = as_contiguous(grad_output, cdt);
-  Tensor grad_value = cpu_zeros({s.N, s.S, s.M, s.D}, cdt);
+  Tensor grad_value = zeros_on(ts::Device(DeviceType::CPU), {s.N, s.S, s.M, s.D}, cdt);
   Tensor grad_loc = s.discrete ? cpu_empty({0}, cdt)
-                               : ts::empty(sampling_locations.sizes(), cdt, std::nullopt,
-                                           ts::Device(DeviceType::CPU));
-  Tensor grad_attn =
-      ts::empty(attention_weights.sizes(), cdt, std::nullopt, ts::Device(DeviceType::CPU));
+                               : cpu_empty(sampling_locations.sizes(), cdt);
+  Tensor grad_attn = cpu_empty(attention_weights.sizes(), cdt);
   if (grad_attn.numel() > 0 && s.D > 0) {
-    with_compute_type(cdt, [&](auto tag) {
+    with_kernel_type<void, void>(cdt, "ms_deform_attn_backward", [&](auto tag) {
       using scalar_t = decltype(tag);
       cpu::Job<scalar_t> job{};
       job.int32 = cpu::int32_indices(s);

@@ -29,8 +29,7 @@ inline void point_backward(const PointCorners<T>& c, T a, T lx, T ly, int64_t H,
 // the points lie near their queries: the walk then keeps the rows it touches in cache, and
 // neighbouring heads' parts of a row are adjacent in memory. One when the points spread out:
 // the rows a walk touches anywhere are then one head's slice of value and grad_value, which
-// fits the caches far better. (COCO encoder, one thread, CPU time: heads together against
-// one at a time, 1 px 68 ms against 80; 8 px 86-95 against 78; uniform 125 against 103.)
+// fits the caches far better (benchmarks/README.md describes the measurements).
 // Which one is taken changes no result: every row gets its terms in the walk's order.
 constexpr double kNearPixels = 4;  // a point this close to its query's own pixel is near
 
