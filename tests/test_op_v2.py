@@ -290,3 +290,17 @@ def test_module_rejects_a_wrong_points_list():
         MSDeformAttn(d_model=32, n_levels=3, n_heads=4, n_points=[3, 6])
     with pytest.raises(ValueError, match="method must be one of"):
         MSDeformAttn(d_model=32, n_levels=3, n_heads=4, method="nearest")
+
+
+def test_python_entry_cannot_take_the_compiled_ops_order():
+    # ddetr.ms_deform_attn orders (value, spatial_shapes, locations, weights) and takes the rest
+    # by keyword: the compiled op's positional order is refused, not silently misread
+    value, shapes, loc, attn = make_v2_inputs([2, 2, 2], seed=32)
+    loc6, attn5 = loc.view(*loc.shape[:3], 3, 2, 2), attn.view(*attn.shape[:3], 3, 2)
+    start = ddetr.ops.compute_level_start_index(shapes)
+    with pytest.raises(TypeError):
+        ddetr.ms_deform_attn(value, shapes, start, loc6, attn5, 64)
+    torch.testing.assert_close(
+        ddetr.ms_deform_attn(value, shapes, loc6, attn5, level_start_index=start, im2col_step=64),
+        torch.ops.ddetr.ms_deform_attn(value, shapes, start, loc6, attn5, 64),
+    )

@@ -173,6 +173,11 @@ class MSDeformAttn(nn.Module):
                 out = ms_deform_attn_v2(value, input_spatial_shapes, loc, weights, self.points_list, self.method)
             else:
                 out = ms_deform_attn(
-                    value, input_spatial_shapes, loc, weights, input_level_start_index, self.im2col_step
+                    value,
+                    input_spatial_shapes,
+                    loc,
+                    weights,
+                    level_start_index=input_level_start_index,
+                    im2col_step=self.im2col_step,
                 )
         return self.output_proj(out.to(query.dtype))

@@ -56,13 +56,18 @@ def ms_deform_attn(
     spatial_shapes: torch.Tensor,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
+    *,
     level_start_index: torch.Tensor | None = None,
     im2col_step: int = 64,
 ) -> torch.Tensor:
     """Multi-scale deformable attention; see the module docstring for shapes.
 
-    `level_start_index` is derived from `spatial_shapes` when not given. `im2col_step` is
-    accepted for code written against the 2020 op and otherwise ignored.
+    The argument order is not the compiled op's: (value, spatial_shapes, sampling_locations,
+    attention_weights) as HF's `multi_scale_deformable_attention`, the rest keyword-only, so
+    that a call in `torch.ops.ddetr.ms_deform_attn`'s order (level_start_index third) fails
+    rather than mixing the tensors up. `level_start_index` is derived from `spatial_shapes`
+    when not given. `im2col_step` is accepted for code written against the 2020 op and
+    otherwise ignored.
     """
     if level_start_index is None:
         level_start_index = compute_level_start_index(spatial_shapes)
