@@ -23,7 +23,8 @@ failed=0
 
 # Test selections, shared by the GPU run and the no-GPU self-check.
 TESTS=(tests/test_cuda.py tests/test_op_abi.py tests/test_op_values.py tests/test_op_autograd.py
-       tests/test_op_errors.py tests/test_op_edge.py tests/test_integrations_transformers.py)
+       tests/test_op_errors.py tests/test_op_edge.py tests/test_op_v2_cuda.py tests/test_op_v2.py
+       tests/test_integrations_transformers.py)
 # memcheck: every value path once (float32 and one 16-bit type), the 64-bit cases excluded
 # (too slow under the sanitizer; they run unsanitized above)
 MEMCHECK_K="(matches_cpu or channel_counts or non_contiguous or unaligned or outside or empty or batch_97 or one_by_one) and not float64 and not float16"

@@ -57,8 +57,8 @@ def encoder_inputs(shapes, n=1, m=2, d=8, p=2, reach=2.0, far=0.0, dtype=torch.f
 
 
 # Encoder-layout maps wide enough that the CPU kernels walk each level's queries in bands of
-# columns, then strips, with widths that are not a multiple of a strip: two wide levels, two
-# narrow ones.
+# columns, then strips (cpp/ms_deform_attn/cpu/query_plan.h), with widths that are not a
+# multiple of a strip: two wide levels, two narrow ones.
 BAND_SHAPES = [[10, 70], [4, 35], [3, 18], [2, 9]]
 # "near": points around their own query, a few anywhere (the CPU backward then walks a
 # thread's heads together); "anywhere": every point anywhere (it walks them one at a time).

@@ -367,7 +367,7 @@ def test_torch_compile_fullgraph():
     inputs = to_cuda(make_inputs([[6, 5], [3, 3], [1, 1]], n=2, lq=7, m=2, d=32, p=4), torch.float32)
 
     def loss(value, shapes, start, loc, attn):
-        out = ddetr.ops.ms_deform_attn(value, shapes, loc, attn, start)
+        out = ddetr.ops.ms_deform_attn(value, shapes, loc, attn, level_start_index=start)
         return (out * out).sum()
 
     compiled = torch.compile(loss, fullgraph=True)
@@ -401,7 +401,7 @@ class TinyDeformableAttention(nn.Module):
         offsets = self.offsets(query).view(n, lq, m, lc, p, 2).tanh() * 0.2
         loc = reference[:, :, None, None, None, :] + offsets
         attn = self.weights(query).view(n, lq, m, lc * p).softmax(-1).view(n, lq, m, lc, p)
-        return ddetr.ops.ms_deform_attn(value, self.shapes, loc, attn, self.start)
+        return ddetr.ops.ms_deform_attn(value, self.shapes, loc, attn, level_start_index=self.start)
 
 
 def test_torch_compile_reduce_overhead():

@@ -1,5 +1,6 @@
-// Bilinear sampling of one point and its gradient: the one source of this math for
-// every backend (CPU kernels and CUDA kernels include it; no torch header here).
+// Bilinear sampling of one point and its gradient, and the discrete (nearest-pixel)
+// sample: the one source of this math for every backend (CPU kernels and CUDA kernels
+// include it; no torch header here).
 //
 // Semantics are those of grid_sample(mode="bilinear", padding_mode="zeros",
 // align_corners=False) at grid = 2 * loc - 1: the pixel coordinate is loc * size - 0.5
@@ -116,6 +117,64 @@ template <typename acc_t>
 DDETR_HD void bilinear_location_grad(const Corners<acc_t>& c, const acc_t dot[4], int64_t H,
                                      int64_t W, acc_t& grad_x, acc_t& grad_y) {
   bilinear_location_grad(c.lx, c.ly, dot, H, W, grad_x, grad_y);
+}
+
+// ------------------------------------------------------------------ discrete sampling
+// The "discrete" method of RT-DETRv2 / D-FINE: the nearest pixel, index
+// clamp(int64(x * W + 0.5), 0, W - 1), the border clamped (no padding, every point samples
+// the map). The clamp is taken before the conversion, which truncates like torch's
+// .to(int64): the same index for every finite coordinate in int64's range; NaN and values
+// below 0 give 0, +inf and values past the map W - 1 (where a float-to-int64 conversion
+// of an out-of-range value is undefined).
+// a * b rounded on its own, never fused with a following add into an FMA (which rounds
+// once and would move points at pixel edges to the neighbouring pixel).
+DDETR_HD float mul_unfused(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#elif defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+  return __builtin_assoc_barrier(a * b);
+#else
+  return a * b;  // clang contracts only within one expression; nvcc's host pass runs no kernel
+#endif
+}
+DDETR_HD double mul_unfused(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#elif defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+  return __builtin_assoc_barrier(a * b);
+#else
+  return a * b;
+#endif
+}
+
+template <typename acc_t, typename index_t = int64_t>
+DDETR_HD index_t discrete_index(acc_t x, index_t W) {
+  const acc_t px = mul_unfused(x, static_cast<acc_t>(W)) + acc_t(0.5);
+  const acc_t last = static_cast<acc_t>(W - 1);
+  return px >= last ? W - 1 : px > acc_t(0) ? static_cast<index_t>(px) : index_t(0);
+}
+
+// The discrete sample as Corners, for code shared with the bilinear path: one corner of
+// weight 1 at the pixel, the other three off the map; (x0, y0) is the pixel itself.
+template <typename acc_t>
+DDETR_HD bool discrete_corners(acc_t x, acc_t y, int64_t H, int64_t W, Corners<acc_t>& c) {
+  c.x0 = discrete_index<acc_t>(x, W);
+  c.y0 = discrete_index<acc_t>(y, H);
+  c.lx = c.ly = acc_t(0);
+  c.offset[0] = c.y0 * W + c.x0;
+  c.weight[0] = acc_t(1);
+  for (int k = 1; k < 4; ++k) {
+    c.offset[k] = -1;
+    c.weight[k] = acc_t(0);
+  }
+  return true;
+}
+
+// The sample of either method as Corners; returns whether any corner lies on the map.
+template <typename acc_t>
+DDETR_HD bool sample_corners(bool discrete, acc_t x, acc_t y, int64_t H, int64_t W,
+                             Corners<acc_t>& c) {
+  return discrete ? discrete_corners<acc_t>(x, y, H, W, c) : bilinear_corners<acc_t>(x, y, H, W, c);
 }
 
 }  // namespace ddetr

@@ -4,6 +4,9 @@
 #pragma once
 #include <torch/csrc/stable/tensor.h>
 
+#include <string>
+#include <vector>
+
 #include "params.h"
 
 namespace ddetr {
@@ -27,6 +30,26 @@ Shape check_backward_args(const torch::stable::Tensor& grad_output,
                           const torch::stable::Tensor& sampling_locations,
                           const torch::stable::Tensor& attention_weights, int64_t im2col_step,
                           bool check_shape_values = true);
+
+// The generalised form (ms_deform_attn_v2): sampling_locations (N, Lq, M, K, 2) and
+// attention_weights (N, Lq, M, K) with K = sum(num_points_list), level-major; method
+// "default" or "discrete". The Shape's P, LP, ragged, level_end and discrete describe it.
+Shape check_v2_forward_args(const torch::stable::Tensor& value,
+                            const torch::stable::Tensor& spatial_shapes,
+                            const torch::stable::Tensor& level_start_index,
+                            const torch::stable::Tensor& sampling_locations,
+                            const torch::stable::Tensor& attention_weights,
+                            const std::vector<int64_t>& num_points_list,
+                            const std::string& method, bool check_shape_values = true);
+
+Shape check_v2_backward_args(const torch::stable::Tensor& grad_output,
+                             const torch::stable::Tensor& value,
+                             const torch::stable::Tensor& spatial_shapes,
+                             const torch::stable::Tensor& level_start_index,
+                             const torch::stable::Tensor& sampling_locations,
+                             const torch::stable::Tensor& attention_weights,
+                             const std::vector<int64_t>& num_points_list,
+                             const std::string& method, bool check_shape_values = true);
 
 }  // namespace ddetr
 

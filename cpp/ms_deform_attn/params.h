@@ -5,7 +5,14 @@
 #pragma once
 #include <cstdint>
 
+#include "bilinear.h"  // DDETR_HD
+
 namespace ddetr {
+
+// The generalised form (RT-DETRv2, D-FINE, DEIM) lists a point count per level; its level
+// ends travel inside Shape, by value, so that the CUDA kernels need no device table (and a
+// CUDA graph capture no copy). This bounds the levels of a ragged list, not of the 2020 form.
+constexpr int kMaxRaggedLevels = 16;
 
 struct Shape {
   int64_t N;   // batch
@@ -13,8 +20,24 @@ struct Shape {
   int64_t M;   // heads
   int64_t D;   // channels per head
   int64_t L;   // levels
-  int64_t P;   // points per level and head
+  int64_t P;   // points per level and head; 0 when `ragged`
   int64_t Lq;  // queries
+  int64_t LP;  // points per (query, head): L * P, or the sum of the points list
+  // The points list when its counts differ: point j of a (query, head) lies on the first
+  // level l with j < level_end[l] (level-major, as the tensors are laid out).
+  bool ragged = false;
+  int64_t level_end[kMaxRaggedLevels] = {};
+  // Sampling: bilinear with zero padding (the 2020 form), or the nearest pixel with the
+  // border clamped ("discrete"; bilinear.h's discrete_index), which has no location gradient.
+  bool discrete = false;
+
+  // The level of point j (0 <= j < LP) of a (query, head).
+  DDETR_HD int64_t level_of(int64_t j) const {
+    if (!ragged) return j / P;
+    int64_t l = 0;
+    while (l + 1 < L && j >= level_end[l]) ++l;
+    return l;
+  }
 };
 
 // Storage type of the sampling locations (and their gradient) beside values of type T: T
@@ -34,8 +57,8 @@ struct ForwardParams {
   const scalar_t* value;         // (N, S, M, D)
   const int64_t* spatial_shapes;  // (L, 2) as (H, W)
   const int64_t* level_start;    // (L)
-  const location_t<scalar_t>* loc;  // (N, Lq, M, L, P, 2) normalised (x, y)
-  const scalar_t* attn;          // (N, Lq, M, L, P)
+  const location_t<scalar_t>* loc;  // (N, Lq, M, LP, 2) normalised (x, y)
+  const scalar_t* attn;          // (N, Lq, M, LP)
   scalar_t* output;              // (N, Lq, M, D)
 };
 
@@ -49,7 +72,7 @@ struct BackwardParams {
   const scalar_t* attn;
   const scalar_t* grad_output;      // (N, Lq, M, D)
   scalar_t* grad_value;             // (N, S, M, D), zero on entry
-  location_t<scalar_t>* grad_loc;   // (N, Lq, M, L, P, 2)
+  location_t<scalar_t>* grad_loc;   // (N, Lq, M, L, P, 2); unused (may be null) when discrete
   scalar_t* grad_attn;          // (N, Lq, M, L, P)
 };
 

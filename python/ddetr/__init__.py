@@ -38,7 +38,7 @@ _C = _load_library()
 __version__ = _build_info.version
 
 from . import ops  # noqa: E402  (registers autograd and fake kernels)
-from .ops import ms_deform_attn  # noqa: E402
+from .ops import ms_deform_attn, ms_deform_attn_v2  # noqa: E402
 
 
 def build_info() -> dict:
@@ -59,4 +59,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'ddetr' has no attribute {name!r}")
 
 
-__all__ = ["ms_deform_attn", "optimize_for_inference", "build_info", "ops", "__version__"]
+__all__ = ["ms_deform_attn", "ms_deform_attn_v2", "optimize_for_inference", "build_info", "ops", "__version__"]

@@ -9,12 +9,24 @@ import math
 import torch
 from torch import nn
 
-from .ops import ms_deform_attn, ms_deform_attn_pytorch
+from .ops import (
+    METHODS,
+    location_dtype,
+    ms_deform_attn,
+    ms_deform_attn_pytorch,
+    ms_deform_attn_v2,
+    ms_deform_attn_v2_pytorch,
+)
 
 
 class MSDeformAttn(nn.Module):
     """Each query attends to `n_points` sampled locations per head and level around its
     reference point; offsets and weights are predicted from the query.
+
+    The generalised form of RT-DETRv2, D-FINE and DEIM: `n_points` a list of counts, one per
+    level (e.g. D-FINE's [3, 6, 3]), and/or `method="discrete"` (the nearest pixel, border
+    clamped, no location gradient); it runs `ddetr.ms_deform_attn_v2`, with the weights
+    softmaxed over all of a head's points.
 
     Set `use_reference = True` (on an instance or the class) to run the pure-PyTorch
     reference instead of the compiled op, for comparison in tests.
@@ -23,15 +35,29 @@ class MSDeformAttn(nn.Module):
     use_reference = False
 
     def __init__(
-        self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4, im2col_step: int = 64
+        self,
+        d_model: int = 256,
+        n_levels: int = 4,
+        n_heads: int = 8,
+        n_points: int | list[int] = 4,
+        im2col_step: int = 64,
+        method: str = "default",
     ):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        ragged = not isinstance(n_points, int)
+        self.points_list = [int(p) for p in n_points] if ragged else [n_points] * n_levels
+        if len(self.points_list) != n_levels or min(self.points_list) <= 0:
+            raise ValueError(f"n_points must be a positive count or {n_levels} of them (one per level), got {n_points}")
         self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
-        self.im2col_step = im2col_step
-        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
-        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.im2col_step, self.method = im2col_step, method
+        self.generalised = ragged or method != "default"  # ms_deform_attn_v2's layout
+        k = sum(self.points_list)
+        self.sampling_offsets = nn.Linear(d_model, n_heads * k * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * k)
         self.value_proj = nn.Linear(d_model, d_model)
         self.output_proj = nn.Linear(d_model, d_model)
         self.reset_parameters()
@@ -42,9 +68,9 @@ class MSDeformAttn(nn.Module):
         thetas = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
         grid = torch.stack([thetas.cos(), thetas.sin()], -1)
         grid = grid / grid.abs().max(-1, keepdim=True)[0]
-        grid = grid.view(self.n_heads, 1, 1, 2).repeat(1, self.n_levels, self.n_points, 1)
-        for i in range(self.n_points):
-            grid[:, :, i, :] *= i + 1
+        # point i of each level at distance i + 1, level-major
+        scale = torch.cat([torch.arange(1, p + 1, dtype=torch.float32) for p in self.points_list])
+        grid = grid.view(self.n_heads, 1, 2) * scale.view(1, -1, 1)
         with torch.no_grad():
             self.sampling_offsets.bias.copy_(grid.view(-1))
         nn.init.constant_(self.attention_weights.weight, 0.0)
@@ -57,7 +83,10 @@ class MSDeformAttn(nn.Module):
     _reset_parameters = reset_parameters  # the 2020 name, which the official transformer calls
 
     def sampling(self, query: torch.Tensor, reference_points: torch.Tensor, spatial_shapes: torch.Tensor):
-        """Sampling locations (N, Lq, M, L, P, 2) and softmaxed weights (N, Lq, M, L, P)."""
+        """Sampling locations (N, Lq, M, L, P, 2) and softmaxed weights (N, Lq, M, L, P); in
+        the generalised form (N, Lq, M, K, 2) and (N, Lq, M, K), K the sum of the points list."""
+        if self.generalised:
+            return self._sampling_v2(query, reference_points, spatial_shapes)
         n, lq, _ = query.shape
         m, nl, p = self.n_heads, self.n_levels, self.n_points
         offsets = self.sampling_offsets(query).view(n, lq, m, nl, p, 2)
@@ -72,6 +101,27 @@ class MSDeformAttn(nn.Module):
                 reference_points[:, :, None, :, None, :2]
                 + offsets / p * reference_points[:, :, None, :, None, 2:] * 0.5
             )
+        else:
+            raise ValueError(
+                "reference_points must end in 2 (x, y) or 4 (cx, cy, w, h) "
+                f"coordinates, got shape {tuple(reference_points.shape)}"
+            )
+        return loc, weights
+
+    def _sampling_v2(self, query, reference_points, spatial_shapes):
+        n, lq, _ = query.shape
+        m, k = self.n_heads, sum(self.points_list)
+        offsets = self.sampling_offsets(query).view(n, lq, m, k, 2)
+        weights = self.attention_weights(query).view(n, lq, m, k).softmax(-1)
+        counts = torch.tensor(self.points_list, device=query.device)
+        level = torch.repeat_interleave(torch.arange(self.n_levels, device=query.device), counts)  # (K)
+        ref = reference_points[:, :, None, level]  # (N, Lq, 1, K, 2 or 4)
+        if reference_points.shape[-1] == 2:
+            wh = spatial_shapes.flip(-1).to(query.dtype)[level]  # (K, 2) as (W, H)
+            loc = ref + offsets / wh
+        elif reference_points.shape[-1] == 4:
+            per_level = counts.to(query.dtype)[level, None]  # each point's level's count
+            loc = ref[..., :2] + offsets / per_level * ref[..., 2:] * 0.5
         else:
             raise ValueError(
                 "reference_points must end in 2 (x, y) or 4 (cx, cy, w, h) "
@@ -108,17 +158,26 @@ class MSDeformAttn(nn.Module):
         # Under autocast the three can differ (bf16 value, float32 locations and weights).
         if self.use_reference:  # grid_sample wants one dtype: the widest, so locations keep theirs
             dtype = torch.promote_types(torch.promote_types(value.dtype, loc.dtype), weights.dtype)
-            out = ms_deform_attn_pytorch(value.to(dtype), input_spatial_shapes, loc.to(dtype), weights.to(dtype))
+            value, loc, weights = value.to(dtype), loc.to(dtype), weights.to(dtype)
+            if self.generalised:
+                out = ms_deform_attn_v2_pytorch(
+                    value, input_spatial_shapes, loc, weights, self.points_list, self.method
+                )
+            else:
+                out = ms_deform_attn_pytorch(value, input_spatial_shapes, loc, weights)
         else:
             # the op's precision policy (ddetr.ops): weights in the value's dtype, locations in
             # float32 beside a 16-bit value (never rounded); under autocast the op casts so itself
-            loc_dtype = torch.float32 if value.dtype in (torch.float16, torch.bfloat16) else value.dtype
-            out = ms_deform_attn(
-                value,
-                input_spatial_shapes,
-                loc.to(loc_dtype),
-                weights.to(value.dtype),
-                input_level_start_index,
-                self.im2col_step,
-            )
+            loc, weights = loc.to(location_dtype(value.dtype)), weights.to(value.dtype)
+            if self.generalised:
+                out = ms_deform_attn_v2(value, input_spatial_shapes, loc, weights, self.points_list, self.method)
+            else:
+                out = ms_deform_attn(
+                    value,
+                    input_spatial_shapes,
+                    loc,
+                    weights,
+                    level_start_index=input_level_start_index,
+                    im2col_step=self.im2col_step,
+                )
         return self.output_proj(out.to(query.dtype))

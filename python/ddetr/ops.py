@@ -25,10 +25,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ms_deform_attn", "ms_deform_attn_pytorch", "compute_level_start_index"]
+__all__ = [
+    "ms_deform_attn",
+    "ms_deform_attn_v2",
+    "ms_deform_attn_pytorch",
+    "ms_deform_attn_v2_pytorch",
+    "compute_level_start_index",
+    "METHODS",
+]
 
 _op = torch.ops.ddetr.ms_deform_attn
 _op_backward = torch.ops.ddetr.ms_deform_attn_backward
+_op_v2 = torch.ops.ddetr.ms_deform_attn_v2
+_op_v2_backward = torch.ops.ddetr.ms_deform_attn_v2_backward
+
+# Sampling methods of the generalised form: bilinear with zero padding (the 2020 form), or
+# the nearest pixel with the border clamped (RT-DETRv2's "discrete"), which has no gradient
+# with respect to the locations.
+METHODS = ("default", "discrete")
 
 
 def compute_level_start_index(spatial_shapes: torch.Tensor) -> torch.Tensor:
@@ -42,66 +56,111 @@ def ms_deform_attn(
     spatial_shapes: torch.Tensor,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
+    *,
     level_start_index: torch.Tensor | None = None,
     im2col_step: int = 64,
 ) -> torch.Tensor:
     """Multi-scale deformable attention; see the module docstring for shapes.
 
-    `level_start_index` is derived from `spatial_shapes` when not given. `im2col_step` is
-    accepted for code written against the 2020 op and otherwise ignored.
+    The argument order is not the compiled op's: (value, spatial_shapes, sampling_locations,
+    attention_weights) as HF's `multi_scale_deformable_attention`, the rest keyword-only, so
+    that a call in `torch.ops.ddetr.ms_deform_attn`'s order (level_start_index third) fails
+    rather than mixing the tensors up. `level_start_index` is derived from `spatial_shapes`
+    when not given. `im2col_step` is accepted for code written against the 2020 op and
+    otherwise ignored.
     """
     if level_start_index is None:
         level_start_index = compute_level_start_index(spatial_shapes)
     return _op(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step)
 
 
+def ms_deform_attn_v2(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor | list,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    num_points_list: list[int] | tuple[int, ...],
+    method: str = "default",
+) -> torch.Tensor:
+    """The generalised form of RT-DETRv2, D-FINE and DEIM, in the argument order of HF
+    transformers' `multi_scale_deformable_attention_v2`: `num_points_list[l]` points on level
+    l, level-major.
+
+    value (N, S, M, D); spatial_shapes (L, 2) int64 or a list of (H, W); sampling_locations
+    (N, Lq, M, sum(num_points_list), 2) normalised (x, y); attention_weights
+    (N, Lq, M, sum(num_points_list)); method "default" (bilinear, zero padding, as
+    `ms_deform_attn`) or "discrete" (the pixel clamp(int(x * W + 0.5), 0, W - 1), no
+    location gradient). Returns (N, Lq, M * D). With equal counts and "default" this is
+    `ms_deform_attn`.
+    """
+    if not isinstance(spatial_shapes, torch.Tensor):
+        spatial_shapes = torch.tensor([[int(h), int(w)] for h, w in spatial_shapes], dtype=torch.int64)
+    return _op_v2(
+        value,
+        spatial_shapes,
+        compute_level_start_index(spatial_shapes),
+        sampling_locations,
+        attention_weights,
+        [int(p) for p in num_points_list],
+        method,
+    )
+
+
 # ------------------------------------------------------------------------ precision policy
 _HALF = (torch.float16, torch.bfloat16)
 
 
+def location_dtype(value_dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels read sampling_locations in beside a value of `value_dtype`: float32
+    for the 16-bit types (never rounded to 16 bits), else the value's own. The one statement of
+    the rule in Python; the C++ checks (ms_deform_attn.cpp) hold it for C++."""
+    return torch.float32 if value_dtype in _HALF else value_dtype
+
+
 def _location_dtypes(value_dtype: torch.dtype) -> tuple:
     """The sampling_locations dtypes the op takes beside a value of `value_dtype` (as the C++
-    checks: the value's own, or float32 beside a 16-bit value)."""
-    return (value_dtype, torch.float32) if value_dtype in _HALF else (value_dtype,)
+    checks: the value's own, or location_dtype's float32 beside a 16-bit value)."""
+    return tuple(dict.fromkeys((value_dtype, location_dtype(value_dtype))))
 
 
-def _register_autocast(device_type: str) -> None:
+def _register_autocast(op, name: str, device_type: str) -> None:
     # Not torch.library.register_autocast: that casts every floating input to one dtype,
     # which would round the locations to 16 bits.
     key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
     keyset = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
 
-    def autocast(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):
+    # Both forms start (value, spatial_shapes, level_start_index, locations, weights).
+    def autocast(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, *rest):
         dtype = torch.get_autocast_dtype(device_type)
         with torch._C._ExcludeDispatchKeyGuard(keyset):
-            return _op(
+            return op(
                 value.to(dtype),
                 spatial_shapes,
                 level_start_index,
                 sampling_locations.to(torch.float32),
                 attention_weights.to(dtype),
-                im2col_step,
+                *rest,
             )
 
     # py_impl: what dynamo and torch.export trace; the library kernel: eager calls.
-    _op.default.py_impl(getattr(torch._C.DispatchKey, key))(autocast)
-    _autocast_lib.impl("ms_deform_attn", lambda _keyset, *args: autocast(*args), key, with_keyset=True)
+    op.default.py_impl(getattr(torch._C.DispatchKey, key))(autocast)
+    _autocast_lib.impl(name, lambda _keyset, *args: autocast(*args), key, with_keyset=True)
 
 
 _autocast_lib = torch.library.Library("ddetr", "IMPL")
 for _device_type in ("cpu", "cuda"):
-    _register_autocast(_device_type)
+    _register_autocast(_op, "ms_deform_attn", _device_type)
+    _register_autocast(_op_v2, "ms_deform_attn_v2", _device_type)
 
 
 # ---------------------------------------------------------------------------- fake kernels
-@torch.library.register_fake("ddetr::ms_deform_attn")
-def _fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):
+def _fake_checks(value, sampling_locations, attention_weights, loc_dims: int, loc_layout: str):
     # The checks that need no data; the real kernels repeat them and check the rest.
     if value.dim() != 4:
         raise RuntimeError(f"value must have 4 dimensions (N, S, M, D), got {tuple(value.shape)}")
-    if sampling_locations.dim() != 6:
+    if sampling_locations.dim() != loc_dims:
         raise RuntimeError(
-            f"sampling_locations must have 6 dimensions (N, Lq, M, L, P, 2), got {tuple(sampling_locations.shape)}"
+            f"sampling_locations must have {loc_dims} dimensions {loc_layout}, got {tuple(sampling_locations.shape)}"
         )
     tensors = (value, sampling_locations, attention_weights)
     if len({t.device for t in tensors}) != 1:
@@ -117,8 +176,51 @@ def _fake(value, spatial_shapes, level_start_index, sampling_locations, attentio
             + (" or torch.float32" if value.dtype in _HALF else "")
             + f", got {sampling_locations.dtype}"
         )
+
+
+@torch.library.register_fake("ddetr::ms_deform_attn")
+def _fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):
+    _fake_checks(value, sampling_locations, attention_weights, 6, "(N, Lq, M, L, P, 2)")
     n, _, m, d = value.shape
     return value.new_empty((n, sampling_locations.shape[1], m * d))
+
+
+def _check_points(sampling_locations, num_points_list, method):
+    if method not in METHODS:
+        raise RuntimeError(f'method must be "default" (bilinear) or "discrete" (nearest pixel), got "{method}"')
+    if sum(num_points_list) != sampling_locations.shape[3]:
+        raise RuntimeError(
+            f"sampling_locations has {sampling_locations.shape[3]} points (dimension 3 of shape "
+            f"{tuple(sampling_locations.shape)}) but num_points_list sums to {sum(num_points_list)}"
+        )
+
+
+@torch.library.register_fake("ddetr::ms_deform_attn_v2")
+def _fake_v2(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, num_points_list, method):
+    _fake_checks(value, sampling_locations, attention_weights, 5, "(N, Lq, M, sum of num_points_list, 2)")
+    _check_points(sampling_locations, num_points_list, method)
+    n, _, m, d = value.shape
+    return value.new_empty((n, sampling_locations.shape[1], m * d))
+
+
+@torch.library.register_fake("ddetr::ms_deform_attn_v2_backward")
+def _fake_v2_backward(
+    grad_output,
+    value,
+    spatial_shapes,
+    level_start_index,
+    sampling_locations,
+    attention_weights,
+    num_points_list,
+    method,
+    deterministic=False,
+):
+    loc_shape = (0,) if method == "discrete" else sampling_locations.shape
+    return (
+        value.new_empty(value.shape),
+        sampling_locations.new_empty(loc_shape),
+        attention_weights.new_empty(attention_weights.shape),
+    )
 
 
 @torch.library.register_fake("ddetr::ms_deform_attn_backward")
@@ -183,6 +285,36 @@ def _setup_nothing(ctx, inputs, output):
 torch.library.register_autograd("ddetr::ms_deform_attn_backward", _no_double_backward, setup_context=_setup_nothing)
 
 
+def _setup_context_v2(ctx, inputs, output):
+    value, spatial_shapes, level_start, loc, attn, num_points_list, method = inputs
+    ctx.save_for_backward(value, spatial_shapes, level_start, loc, attn)
+    ctx.num_points_list, ctx.method = num_points_list, method
+
+
+def _backward_v2(ctx, grad_output):
+    value, spatial_shapes, level_start, loc, attn = ctx.saved_tensors
+    if not any(ctx.needs_input_grad[i] for i in (0, 3, 4)):
+        return None, None, None, None, None, None, None
+    grad_value, grad_loc, grad_attn = _op_v2_backward(
+        grad_output.contiguous(),
+        value,
+        spatial_shapes,
+        level_start,
+        loc,
+        attn,
+        ctx.num_points_list,
+        ctx.method,
+        torch.are_deterministic_algorithms_enabled(),
+    )
+    if ctx.method == "discrete":  # the nearest pixel is piecewise constant: no location gradient
+        grad_loc = None
+    return grad_value, None, None, grad_loc, grad_attn, None, None
+
+
+torch.library.register_autograd("ddetr::ms_deform_attn_v2", _backward_v2, setup_context=_setup_context_v2)
+torch.library.register_autograd("ddetr::ms_deform_attn_v2_backward", _no_double_backward, setup_context=_setup_nothing)
+
+
 # ------------------------------------------------------------------------ the reference
 def ms_deform_attn_pytorch(
     value: torch.Tensor,
@@ -212,4 +344,44 @@ def ms_deform_attn_pytorch(
     # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
     attn = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, n_levels * n_points)
     out = (torch.stack(sampled, dim=-2).flatten(-2) * attn).sum(-1).view(n, m * d, lq)
+    return out.transpose(1, 2).contiguous()
+
+
+def ms_deform_attn_v2_pytorch(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor | list,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    num_points_list: list[int] | tuple[int, ...],
+    method: str = "default",
+) -> torch.Tensor:
+    """Pure-PyTorch reference of `ms_deform_attn_v2` (same arguments): grid_sample per level
+    for "default", a gather at the clamped nearest pixel for "discrete".
+
+    For tests and comparison only (it materialises every sampled value).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    shapes = [
+        (int(h), int(w)) for h, w in (spatial_shapes.tolist() if torch.is_tensor(spatial_shapes) else spatial_shapes)
+    ]
+    n, _, m, d = value.shape
+    lq = sampling_locations.shape[1]
+    values = value.split([h * w for h, w in shapes], dim=1)
+    locs = sampling_locations.split(list(num_points_list), dim=3)
+    sampled = []
+    for (h, w), v, loc in zip(shapes, values, locs):
+        v = v.permute(0, 2, 3, 1).reshape(n * m, d, h, w)  # (N*M, D, H, W)
+        g = loc.transpose(1, 2).flatten(0, 1)  # (N*M, Lq, P_l, 2)
+        if method == "default":
+            sampled.append(F.grid_sample(v, 2 * g - 1, mode="bilinear", padding_mode="zeros", align_corners=False))
+        else:
+            # the pixel x * W + 0.5 truncated, clamped to the map (NaN to 0) before the cast
+            size = torch.tensor([w, h], dtype=g.dtype, device=g.device)
+            pix = (g * size + 0.5).nan_to_num(nan=0.0).clamp(min=0).minimum(size - 1).to(torch.int64)
+            rows = (pix[..., 1] * w + pix[..., 0]).flatten(1)  # (N*M, Lq*P_l)
+            picked = v.flatten(2).gather(2, rows[:, None, :].expand(-1, d, -1))  # (N*M, D, Lq*P_l)
+            sampled.append(picked.view(n * m, d, lq, -1))
+    attn = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, -1)
+    out = (torch.cat(sampled, dim=-1) * attn).sum(-1).view(n, m * d, lq)
     return out.transpose(1, 2).contiguous()

@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "../params.h"
-#include "bands.h"
+#include "query_plan.h"
 
 namespace ddetr {
 namespace cpu {

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "../bilinear.h"
-#include "bands.h"
+#include "query_plan.h"
 #include "kernels.h"
 
 #ifndef DDETR_ISA
@@ -33,23 +33,28 @@ namespace {
 
 template <typename T, int kD, typename I>
 void run_pass(const Job<T>& job, int64_t begin, int64_t end) {
-  if (job.pass == Pass::kForward) return forward_range<T, kD, I>(job.forward, begin, end);
+  if (job.pass == Pass::kForward) {
+    if (job.forward.shape.discrete) return forward_discrete_range<T, kD, I>(job.forward, begin, end);
+    return forward_range<T, kD, I>(job.forward, begin, end);
+  }
+  if (job.backward.shape.discrete) return backward_discrete_range<T, kD, I>(job.backward, begin, end);
   return backward_range<T, kD, I>(job.backward, begin, end);
 }
 
 // The one dispatch: channel counts of the published models (32, 64) get unrolled copies, any
-// other D the generic loop; row indices are int32_t where they fit (bands.h).
+// other D the generic loop; row indices are int32_t where they fit (query_plan.h).
+template <typename T, int kD>
+void run_width(const Job<T>& job, int64_t begin, int64_t end) {
+  if (job.int32) return run_pass<T, kD, int32_t>(job, begin, end);
+  return run_pass<T, kD, int64_t>(job, begin, end);
+}
+
 template <typename T>
 void run(const Job<T>& job, int64_t begin, int64_t end) {
   const int64_t D = job.pass == Pass::kForward ? job.forward.shape.D : job.backward.shape.D;
-  switch ((D == 32 ? 1 : D == 64 ? 2 : 0) * 2 + (job.int32 ? 1 : 0)) {
-    case 0: return run_pass<T, 0, int64_t>(job, begin, end);
-    case 1: return run_pass<T, 0, int32_t>(job, begin, end);
-    case 2: return run_pass<T, 32, int64_t>(job, begin, end);
-    case 3: return run_pass<T, 32, int32_t>(job, begin, end);
-    case 4: return run_pass<T, 64, int64_t>(job, begin, end);
-    default: return run_pass<T, 64, int32_t>(job, begin, end);
-  }
+  if (D == 32) return run_width<T, 32>(job, begin, end);
+  if (D == 64) return run_width<T, 64>(job, begin, end);
+  return run_width<T, 0>(job, begin, end);  // any other channel count: the generic loop
 }
 
 #define DDETR_STR2(x) #x

@@ -11,9 +11,11 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "../build_info.h"
 #include "../check.h"
+#include "../glue.h"
 #include "../ms_deform_attn.h"
 #include "kernels.h"
 
@@ -54,34 +56,14 @@ const cpu::KernelTable& kernels() {
 void run_kernel(const cpu::Job<float>& job, int64_t b, int64_t e) { kernels().run_f32(job, b, e); }
 void run_kernel(const cpu::Job<double>& job, int64_t b, int64_t e) { kernels().run_f64(job, b, e); }
 
-// Calls f(scalar_t{}) with the kernels' type for compute dtype t (float or double).
-template <typename F>
-void with_compute_type(ScalarType t, F&& f) {
-  if (t == ScalarType::Double) {
-    f(double{});
-  } else {
-    f(float{});
-  }
-}
-
 // Half types have no CPU kernel of their own: they compute in float32 (their locations, float32
 // or not, too) and round once.
 ScalarType compute_dtype(ScalarType t) {
   return t == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
 }
 
-// t as a contiguous tensor of dtype dt (itself when it already is one).
-Tensor as_contiguous(const Tensor& t, ScalarType dt) {
-  return ts::contiguous(ts::to(t, std::optional<ScalarType>(dt)));
-}
-
-Tensor cpu_empty(std::initializer_list<int64_t> sizes, ScalarType dt) {
-  return ts::empty(sizes, dt, std::nullopt, ts::Device(DeviceType::CPU));
-}
-
-Tensor cpu_zeros(std::initializer_list<int64_t> sizes, ScalarType dt) {
-  Tensor t = cpu_empty(sizes, dt);
-  return ts::zero_(t);
+Tensor cpu_empty(torch::headeronly::IntHeaderOnlyArrayRef sizes, ScalarType dt) {
+  return empty_on(ts::Device(DeviceType::CPU), sizes, dt);
 }
 
 struct CpuInputs {
@@ -94,7 +76,7 @@ CpuInputs prepare(const Tensor& value, const Tensor& spatial_shapes,
   const ScalarType dt = compute_dtype(value.scalar_type());
   return {as_contiguous(value, dt), as_contiguous(spatial_shapes, ScalarType::Long),
           as_contiguous(level_start_index, ScalarType::Long),
-          as_contiguous(sampling_locations, dt), as_contiguous(attention_weights, dt)};
+          as_contiguous(sampling_locations, location_dtype(dt)), as_contiguous(attention_weights, dt)};
 }
 
 void check_on_cpu(const Tensor& value, const Tensor& spatial_shapes,
@@ -133,29 +115,17 @@ void claimed_chunks(int64_t n, int64_t chunk, const F& f) {
   });
 }
 
-template <typename T>
-T* mptr(const Tensor& t) {
-  return static_cast<T*>(t.mutable_data_ptr());
-}
-template <typename T>
-const T* cptr(const Tensor& t) {
-  return static_cast<const T*>(t.const_data_ptr());
-}
-
-Tensor ms_deform_attn_cpu(const Tensor& value, const Tensor& spatial_shapes,
-                          const Tensor& level_start_index, const Tensor& sampling_locations,
-                          const Tensor& attention_weights, int64_t im2col_step) {
-  // im2col_step only sized the 2020 CUDA kernel's batches; every batch size works here.
-  const Shape s = check_forward_args(value, spatial_shapes, level_start_index, sampling_locations,
-                                     attention_weights, im2col_step);
-  check_on_cpu(value, spatial_shapes, level_start_index, "ms_deform_attn");
+// The forward of both forms, its arguments checked (s) and on the CPU.
+Tensor forward(const Shape& s, const Tensor& value, const Tensor& spatial_shapes,
+               const Tensor& level_start_index, const Tensor& sampling_locations,
+               const Tensor& attention_weights) {
   const CpuInputs in =
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const ScalarType dt = in.value.scalar_type();
   Tensor out = cpu_empty({s.N, s.Lq, s.M * s.D}, dt);
-  if (out.numel() > 0 && s.P == 0) ts::zero_(out);
-  if (out.numel() > 0 && s.P > 0) {
-    with_compute_type(dt, [&](auto tag) {
+  if (out.numel() > 0 && s.LP == 0) ts::zero_(out);
+  if (out.numel() > 0 && s.LP > 0) {
+    with_kernel_type<void, void>(dt, "ms_deform_attn", [&](auto tag) {
       using scalar_t = decltype(tag);
       cpu::Job<scalar_t> job{};
       job.pass = cpu::Pass::kForward;
@@ -167,29 +137,30 @@ Tensor ms_deform_attn_cpu(const Tensor& value, const Tensor& spatial_shapes,
                      cptr<scalar_t>(in.loc),
                      cptr<scalar_t>(in.attn),
                      mptr<scalar_t>(out)};
-      claimed_chunks(s.N * s.Lq, chunk_items(s.M * s.L * s.P * s.D),
+      claimed_chunks(s.N * s.Lq, chunk_items(s.M * s.LP * s.D),
                      [&](int64_t begin, int64_t end) { run_kernel(job, begin, end); });
     });
   }
   return ts::to(out, std::optional<ScalarType>(value.scalar_type()));
 }
 
-std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cpu(
-    const Tensor& grad_output, const Tensor& value, const Tensor& spatial_shapes,
-    const Tensor& level_start_index, const Tensor& sampling_locations,
-    const Tensor& attention_weights, int64_t im2col_step, bool /*deterministic: always*/) {
-  const Shape s = check_backward_args(grad_output, value, spatial_shapes, level_start_index,
-                                      sampling_locations, attention_weights, im2col_step);
-  check_on_cpu(value, spatial_shapes, level_start_index, "ms_deform_attn_backward");
+// The backward of both forms: gradients shaped like the inputs; for the discrete method the
+// location gradient is an empty tensor (there is none).
+std::tuple<Tensor, Tensor, Tensor> backward(const Shape& s, const Tensor& grad_output,
+                                            const Tensor& value, const Tensor& spatial_shapes,
+                                            const Tensor& level_start_index,
+                                            const Tensor& sampling_locations,
+                                            const Tensor& attention_weights) {
   const CpuInputs in =
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const ScalarType cdt = in.value.scalar_type();
   const Tensor grad = as_contiguous(grad_output, cdt);
-  Tensor grad_value = cpu_zeros({s.N, s.S, s.M, s.D}, cdt);
-  Tensor grad_loc = cpu_empty({s.N, s.Lq, s.M, s.L, s.P, 2}, cdt);
-  Tensor grad_attn = cpu_empty({s.N, s.Lq, s.M, s.L, s.P}, cdt);
-  if (grad_loc.numel() > 0 && s.D > 0) {
-    with_compute_type(cdt, [&](auto tag) {
+  Tensor grad_value = zeros_on(ts::Device(DeviceType::CPU), {s.N, s.S, s.M, s.D}, cdt);
+  Tensor grad_loc = s.discrete ? cpu_empty({0}, cdt)
+                               : cpu_empty(sampling_locations.sizes(), cdt);
+  Tensor grad_attn = cpu_empty(attention_weights.sizes(), cdt);
+  if (grad_attn.numel() > 0 && s.D > 0) {
+    with_kernel_type<void, void>(cdt, "ms_deform_attn_backward", [&](auto tag) {
       using scalar_t = decltype(tag);
       cpu::Job<scalar_t> job{};
       job.int32 = cpu::int32_indices(s);
@@ -201,12 +172,11 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cpu(
                       cptr<scalar_t>(in.attn),
                       cptr<scalar_t>(grad),
                       mptr<scalar_t>(grad_value),
-                      mptr<scalar_t>(grad_loc),
+                      s.discrete ? nullptr : mptr<scalar_t>(grad_loc),
                       mptr<scalar_t>(grad_attn)};
       job.pass = cpu::Pass::kBackward;
       // A static split, not claimed_chunks: a thread's heads are walked together
-      // (heads_per_sweep), which one head per chunk would undo (1 px, one thread: 90 ms
-      // against 75 forward + backward, measured).
+      // (heads_per_sweep), which one head per chunk would undo.
       ts::parallel_for(0, s.N * s.M, 1,
                        [&](int64_t begin, int64_t end) { run_kernel(job, begin, end); });
     });
@@ -219,11 +189,60 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cpu(
   return {ts::to(grad_value, dt), ts::to(grad_loc, loc_dt), ts::to(grad_attn, dt)};
 }
 
+Tensor ms_deform_attn_cpu(const Tensor& value, const Tensor& spatial_shapes,
+                          const Tensor& level_start_index, const Tensor& sampling_locations,
+                          const Tensor& attention_weights, int64_t im2col_step) {
+  // im2col_step only sized the 2020 CUDA kernel's batches; every batch size works here.
+  const Shape s = check_forward_args(value, spatial_shapes, level_start_index, sampling_locations,
+                                     attention_weights, im2col_step);
+  check_on_cpu(value, spatial_shapes, level_start_index, "ms_deform_attn");
+  return forward(s, value, spatial_shapes, level_start_index, sampling_locations,
+                 attention_weights);
+}
+
+std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cpu(
+    const Tensor& grad_output, const Tensor& value, const Tensor& spatial_shapes,
+    const Tensor& level_start_index, const Tensor& sampling_locations,
+    const Tensor& attention_weights, int64_t im2col_step, bool /*deterministic: always*/) {
+  const Shape s = check_backward_args(grad_output, value, spatial_shapes, level_start_index,
+                                      sampling_locations, attention_weights, im2col_step);
+  check_on_cpu(value, spatial_shapes, level_start_index, "ms_deform_attn_backward");
+  return backward(s, grad_output, value, spatial_shapes, level_start_index, sampling_locations,
+                  attention_weights);
+}
+
+Tensor ms_deform_attn_v2_cpu(const Tensor& value, const Tensor& spatial_shapes,
+                             const Tensor& level_start_index, const Tensor& sampling_locations,
+                             const Tensor& attention_weights, std::vector<int64_t> num_points_list,
+                             std::string method) {
+  const Shape s = check_v2_forward_args(value, spatial_shapes, level_start_index,
+                                        sampling_locations, attention_weights, num_points_list,
+                                        method);
+  check_on_cpu(value, spatial_shapes, level_start_index, "ms_deform_attn_v2");
+  return forward(s, value, spatial_shapes, level_start_index, sampling_locations,
+                 attention_weights);
+}
+
+std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_v2_backward_cpu(
+    const Tensor& grad_output, const Tensor& value, const Tensor& spatial_shapes,
+    const Tensor& level_start_index, const Tensor& sampling_locations,
+    const Tensor& attention_weights, std::vector<int64_t> num_points_list, std::string method,
+    bool /*deterministic: always*/) {
+  const Shape s = check_v2_backward_args(grad_output, value, spatial_shapes, level_start_index,
+                                         sampling_locations, attention_weights, num_points_list,
+                                         method);
+  check_on_cpu(value, spatial_shapes, level_start_index, "ms_deform_attn_v2_backward");
+  return backward(s, grad_output, value, spatial_shapes, level_start_index, sampling_locations,
+                  attention_weights);
+}
+
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(ddetr, CPU, m) {
   m.impl("ms_deform_attn", TORCH_BOX(&ms_deform_attn_cpu));
   m.impl("ms_deform_attn_backward", TORCH_BOX(&ms_deform_attn_backward_cpu));
+  m.impl("ms_deform_attn_v2", TORCH_BOX(&ms_deform_attn_v2_cpu));
+  m.impl("ms_deform_attn_v2_backward", TORCH_BOX(&ms_deform_attn_v2_backward_cpu));
 }
 
 }  // namespace ddetr

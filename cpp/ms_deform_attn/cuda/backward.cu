@@ -1,4 +1,5 @@
-// Backward kernels of ms_deform_attn. See common.cuh for the thread mapping (one group of
+// Backward kernels of ms_deform_attn (both forms; a discrete point is one corner of weight
+// 1 and gets no location gradient). See common.cuh for the thread mapping (one group of
 // G lanes per (n, q, m), V channels per lane, per-point work computed once per group).
 //
 // Default path (backward_kernel with an accumulation buffer):
@@ -92,7 +93,7 @@ __global__ void __launch_bounds__(kBlock, 3)
   const int lane = static_cast<int>(threadIdx.x) & (G - 1);
   const int first = static_cast<int>(threadIdx.x) - lane;
   const unsigned mask = group_mask(G);
-  const int64_t LP = s.L * s.P;
+  const int64_t LP = s.LP;
   const int64_t MD = s.M * s.D;
   const int64_t items = s.N * s.Lq * s.M;
   const int64_t span = static_cast<int64_t>(G) * V;
@@ -121,7 +122,7 @@ __global__ void __launch_bounds__(kBlock, 3)
       A aw[4];
       int64_t off[4];
       if (owner) {
-        compute_point<T>(loc, attn, p.spatial_shapes, p.level_start, s.P, MD, pt, w, aw, off);
+        compute_point<T>(loc, attn, p.spatial_shapes, p.level_start, s, MD, pt, w, aw, off);
         if (!kAtomics) {  // deterministic path: the point's cell key
           int64_t key = num_keys;
           if (w.valid) {
@@ -185,8 +186,10 @@ __global__ void __launch_bounds__(kBlock, 3)
           gy *= w.a;
         }
         p.grad_attn[item * LP + pt] = from_acc<T>(gattn);
-        p.grad_loc[2 * (item * LP + pt)] = from_acc<location_t<T>>(gx);
-        p.grad_loc[2 * (item * LP + pt) + 1] = from_acc<location_t<T>>(gy);
+        if (!s.discrete) {  // the nearest pixel has no location gradient (grad_loc unused)
+          p.grad_loc[2 * (item * LP + pt)] = from_acc<location_t<T>>(gx);
+          p.grad_loc[2 * (item * LP + pt) + 1] = from_acc<location_t<T>>(gy);
+        }
       }
     }
   }
@@ -220,7 +223,7 @@ __global__ void __launch_bounds__(kBlock, 4)
   const int lane = static_cast<int>(threadIdx.x) & (G - 1);
   const int first = static_cast<int>(threadIdx.x) - lane;
   const unsigned mask = group_mask(G);
-  const int64_t LP = s.L * s.P;
+  const int64_t LP = s.LP;
   const int64_t rows = s.N * s.S * s.M;
   const int64_t span = static_cast<int64_t>(G) * V;
   const int64_t passes = (s.D + span - 1) / span;
@@ -274,10 +277,10 @@ __global__ void __launch_bounds__(kBlock, 4)
               }
             }
           }
-          const int64_t pt = __ldg(perm + idx);  // index into (N, Lq, M, L, P)
+          const int64_t pt = __ldg(perm + idx);  // index into (N, Lq, M, LP)
           Corners<A> c;
           const A px = ldg_acc(p.loc + 2 * pt), py = ldg_acc(p.loc + 2 * pt + 1);
-          if (bilinear_corners<A>(px, py, H, W, c)) {
+          if (sample_corners<A>(s.discrete, px, py, H, W, c)) {
             // The corner that is this pixel. Were it absent (a location exactly on a cell
             // edge rounded differently), its bilinear weight is 0 by continuity anyway.
             A wk = A(0);
@@ -316,7 +319,7 @@ cudaError_t run_backward(const BackwardParams<T>& p, const ValueGradTarget& targ
   using A = acc_t<T>;
   const Shape& s = p.shape;
   const int64_t items = s.N * s.Lq * s.M;
-  if (items == 0 || s.L * s.P == 0) return cudaSuccess;
+  if (items == 0 || s.LP == 0) return cudaSuccess;
   if ((target.accum == nullptr) == (target.keys == nullptr)) return cudaErrorInvalidValue;
   A* accum = static_cast<A*>(target.accum);
   // D == 0: no channel, every dot is 0; the kernel still writes grad_loc and grad_attn.

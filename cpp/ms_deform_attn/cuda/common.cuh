@@ -305,21 +305,22 @@ struct PointWork {
   bool valid;  // some corner lies on the map
 };
 
-// Computes point `pt` (0 <= pt < L*P) of the (n, q, m) whose locations start at `loc` and
+// Computes point `pt` (0 <= pt < LP) of the (n, q, m) whose locations start at `loc` and
 // attention weights at `attn`: fills `w`, and for the group the four corners as element
-// offsets from value[n, 0, m, 0] (-1 when off the map) and attention x bilinear weights.
+// offsets from value[n, 0, m, 0] (-1 when off the map) and attention x sample weights (a
+// discrete point has one corner, of weight 1).
 template <typename T, typename A = acc_t<T>>
 __device__ __forceinline__ void compute_point(const location_t<T>* loc, const T* attn, const int64_t* shapes,
-                                              const int64_t* starts, int64_t P, int64_t MD,
+                                              const int64_t* starts, const Shape& s, int64_t MD,
                                               int64_t pt, PointWork<A>& w, A (&aw)[4],
                                               int64_t (&off)[4]) {
-  w.level = div_nonneg(pt, P);
+  w.level = s.ragged ? s.level_of(pt) : div_nonneg(pt, s.P);
   w.H = __ldg(shapes + 2 * w.level);
   w.W = __ldg(shapes + 2 * w.level + 1);
   const int64_t start = __ldg(starts + w.level);
   const A x = ldg_acc(loc + 2 * pt), y = ldg_acc(loc + 2 * pt + 1);
   w.a = ldg_acc(attn + pt);
-  w.valid = bilinear_corners<A>(x, y, w.H, w.W, w.c);
+  w.valid = sample_corners<A>(s.discrete, x, y, w.H, w.W, w.c);
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
     const bool on = w.valid && w.c.offset[k] >= 0;

@@ -1,5 +1,5 @@
-// Forward kernel of ms_deform_attn: output[n, q, m, :] = sum over levels and points of
-// attention x bilinear sample of value[n, :, m, :]. See common.cuh for the thread mapping.
+// Forward kernel of ms_deform_attn (both forms): output[n, q, m, :] = sum over levels and
+// points of attention x sample of value[n, :, m, :] (bilinear, or the nearest pixel). See common.cuh for the thread mapping.
 //
 // Per (n, q, m) and point, each lane reads its four corners as one V-wide load each
 // (16 bytes for float4 / 8 halves / 2 doubles) and accumulates in registers (float32
@@ -21,7 +21,7 @@ __global__ void __launch_bounds__(kBlock, 4) forward_kernel(const ForwardParams<
   const int lane = static_cast<int>(threadIdx.x) & (G - 1);
   const int first = static_cast<int>(threadIdx.x) - lane;  // this group's first slot
   const unsigned mask = group_mask(G);
-  const int64_t LP = s.L * s.P;
+  const int64_t LP = s.LP;
   const int64_t MD = s.M * s.D;
   const int64_t items = s.N * s.Lq * s.M;
   const int64_t span = static_cast<int64_t>(G) * V;  // channels covered by one pass
@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(kBlock, 4) forward_kernel(const ForwardParams<
         int64_t off[4];
         if (p0 + lane < LP) {
           PointWork<A> w;
-          compute_point<T>(loc, attn, p.spatial_shapes, p.level_start, s.P, MD, p0 + lane, w,
+          compute_point<T>(loc, attn, p.spatial_shapes, p.level_start, s, MD, p0 + lane, w,
                            aw, off);
         }
         __syncwarp(mask);  // the group is done reading the previous slots

@@ -7,12 +7,15 @@
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 
-#include <array>
 #include <optional>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "../check.h"
+#include "../glue.h"
 #include "../ms_deform_attn.h"
+#include "../stable_compat.h"
 #include "launch.h"
 
 namespace ddetr {
@@ -60,28 +63,9 @@ CudaContext enter(const Tensor& value, const Tensor& spatial_shapes,
   return {stream, capturing};
 }
 
-// A new tensor on value's device.
-Tensor empty_on(const Tensor& like, torch::headeronly::IntHeaderOnlyArrayRef sizes,
-                ScalarType dt) {
-  return ts::empty(sizes, dt, std::nullopt, like.device());
-}
-
-Tensor zeros_on(const Tensor& like, torch::headeronly::IntHeaderOnlyArrayRef sizes,
-                ScalarType dt) {
-  Tensor t = empty_on(like, sizes, dt);
-  return ts::zero_(t);
-}
-
 struct CudaInputs {
   Tensor value, shapes, starts, loc, attn;
 };
-
-// The kernels' dtype for the sampling locations beside `value` (location_t in params.h):
-// float32 for the 16-bit types, else the value's.
-ScalarType location_dtype(ScalarType value_dtype) {
-  const bool half = value_dtype == ScalarType::Half || value_dtype == ScalarType::BFloat16;
-  return half ? ScalarType::Float : value_dtype;
-}
 
 CudaInputs prepare(const Tensor& value, const Tensor& spatial_shapes,
                    const Tensor& level_start_index, const Tensor& sampling_locations,
@@ -97,67 +81,18 @@ CudaInputs prepare(const Tensor& value, const Tensor& spatial_shapes,
           ts::contiguous(attention_weights)};
 }
 
-// Calls f(K{}) with K the kernels' storage type for torch dtype t.
-template <typename F>
-void with_kernel_type(ScalarType t, const char* op, F&& f) {
-  switch (t) {
-    case ScalarType::Float:
-      f(float{});
-      return;
-    case ScalarType::Double:
-      f(double{});
-      return;
-    case ScalarType::Half:
-      f(cuda::Half{});
-      return;
-    case ScalarType::BFloat16:
-      f(cuda::BFloat16{});
-      return;
-    default:
-      fail(op, "'s CUDA kernels take float32, float64, float16 or bfloat16, got ",
-           dtype_name(t));
-  }
-}
-
-template <typename K>
-const K* cptr(const Tensor& t) {
-  return static_cast<const K*>(t.const_data_ptr());
-}
-template <typename K>
-K* mptr(const Tensor& t) {
-  return static_cast<K*>(t.mutable_data_ptr());
-}
-
-// torch.sort(keys, stable=True): (sorted keys, int64 permutation). The stable ABI has no
-// sort of its own, so the call goes through the dispatcher by name.
-std::tuple<Tensor, Tensor> stable_sort(const Tensor& keys) {
-  namespace d = torch::stable::detail;
-  std::array<StableIValue, 4> stack{d::from(keys), d::from(std::optional<bool>(true)),
-                                    d::from(int64_t{0}), d::from(false)};
-  TORCH_ERROR_CODE_CHECK(
-      torch_call_dispatcher("aten::sort", "stable", stack.data(), TORCH_ABI_VERSION));
-  return {d::to<Tensor>(stack[0]), d::to<Tensor>(stack[1])};
-}
-
-Tensor ms_deform_attn_cuda(const Tensor& value, const Tensor& spatial_shapes,
-                           const Tensor& level_start_index, const Tensor& sampling_locations,
-                           const Tensor& attention_weights, int64_t im2col_step) {
-  constexpr const char* op = "ms_deform_attn";
-  check_value_on_cuda(value, op);
-  const ts::accelerator::DeviceGuard guard(value.get_device_index());
-  const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
-  // im2col_step only sized the 2020 kernel's batches; every batch size works here.
-  const Shape s = check_forward_args(value, spatial_shapes, level_start_index,
-                                     sampling_locations, attention_weights, im2col_step,
-                                     /*check_shape_values=*/!ctx.capturing);
+// The forward of both forms, under the device guard, its arguments checked (s).
+Tensor forward(const Shape& s, const CudaContext& ctx, const char* op, const Tensor& value,
+               const Tensor& spatial_shapes, const Tensor& level_start_index,
+               const Tensor& sampling_locations, const Tensor& attention_weights) {
   const CudaInputs in =
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const ScalarType dtype = in.value.scalar_type();
-  Tensor out = empty_on(value, {s.N, s.Lq, s.M * s.D}, dtype);
+  Tensor out = empty_on(value.device(), {s.N, s.Lq, s.M * s.D}, dtype);
   if (out.numel() == 0) return out;  // empty batch, no queries, heads or channels
-  if (s.L * s.P == 0 || in.value.numel() == 0) return ts::zero_(out);
+  if (s.LP == 0 || in.value.numel() == 0) return ts::zero_(out);
 
-  with_kernel_type(dtype, op, [&](auto tag) {
+  with_kernel_type<cuda::Half, cuda::BFloat16>(dtype, op, [&](auto tag) {
     using K = decltype(tag);
     const ForwardParams<K> p{s,
                              cptr<K>(in.value),
@@ -171,17 +106,14 @@ Tensor ms_deform_attn_cuda(const Tensor& value, const Tensor& spatial_shapes,
   return out;
 }
 
-std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cuda(
-    const Tensor& grad_output, const Tensor& value, const Tensor& spatial_shapes,
-    const Tensor& level_start_index, const Tensor& sampling_locations,
-    const Tensor& attention_weights, int64_t im2col_step, bool deterministic) {
-  constexpr const char* op = "ms_deform_attn_backward";
-  check_value_on_cuda(value, op);
-  const ts::accelerator::DeviceGuard guard(value.get_device_index());
-  const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
-  const Shape s = check_backward_args(grad_output, value, spatial_shapes, level_start_index,
-                                      sampling_locations, attention_weights, im2col_step,
-                                      /*check_shape_values=*/!ctx.capturing);
+// The backward of both forms: gradients shaped like the inputs; for the discrete method the
+// location gradient is an empty tensor (there is none).
+std::tuple<Tensor, Tensor, Tensor> backward(const Shape& s, const CudaContext& ctx, const char* op,
+                                            const Tensor& grad_output, const Tensor& value,
+                                            const Tensor& spatial_shapes,
+                                            const Tensor& level_start_index,
+                                            const Tensor& sampling_locations,
+                                            const Tensor& attention_weights, bool deterministic) {
   const CudaInputs in =
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const Tensor grad = ts::contiguous(grad_output);
@@ -190,15 +122,16 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cuda(
   const auto as_loc_dtype = [&](const Tensor& t) {
     return ts::to(t, std::optional<ScalarType>(sampling_locations.scalar_type()));
   };
-  Tensor grad_loc = empty_on(value, {s.N, s.Lq, s.M, s.L, s.P, 2}, location_dtype(dtype));
-  Tensor grad_attn = empty_on(value, {s.N, s.Lq, s.M, s.L, s.P}, dtype);
-  if (s.N * s.Lq * s.M == 0 || s.L * s.P == 0 || s.D == 0 || in.value.numel() == 0) {
-    return {zeros_on(value, {s.N, s.S, s.M, s.D}, dtype), as_loc_dtype(ts::zero_(grad_loc)),
+  Tensor grad_loc = s.discrete ? empty_on(value.device(), {0}, location_dtype(dtype))
+                               : empty_on(value.device(), sampling_locations.sizes(), location_dtype(dtype));
+  Tensor grad_attn = empty_on(value.device(), attention_weights.sizes(), dtype);
+  if (s.N * s.Lq * s.M == 0 || s.LP == 0 || s.D == 0 || in.value.numel() == 0) {
+    return {zeros_on(value.device(), {s.N, s.S, s.M, s.D}, dtype), as_loc_dtype(ts::zero_(grad_loc)),
             ts::zero_(grad_attn)};
   }
 
   Tensor grad_value;
-  with_kernel_type(dtype, op, [&](auto tag) {
+  with_kernel_type<cuda::Half, cuda::BFloat16>(dtype, op, [&](auto tag) {
     using K = decltype(tag);
     BackwardParams<K> p{s,
                         cptr<K>(in.value),
@@ -208,14 +141,14 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cuda(
                         cptr<K>(in.attn),
                         cptr<K>(grad),
                         nullptr,
-                        mptr<location_t<K>>(grad_loc),
+                        s.discrete ? nullptr : mptr<location_t<K>>(grad_loc),
                         mptr<K>(grad_attn)};
     cuda::ValueGradTarget target;
     if (!deterministic) {
       // Atomics into float32 for the half types (rounded once below), else in place.
       const bool half = dtype == ScalarType::Half || dtype == ScalarType::BFloat16;
       const Tensor accum =
-          zeros_on(value, {s.N, s.S, s.M, s.D}, half ? ScalarType::Float : dtype);
+          zeros_on(value.device(), {s.N, s.S, s.M, s.D}, half ? ScalarType::Float : dtype);
       target.accum = accum.mutable_data_ptr();
       if (!half) p.grad_value = mptr<K>(accum);
       check_cuda(cuda::backward(p, target, ctx.stream), "launching the backward kernel");
@@ -224,17 +157,17 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cuda(
     }
     // Deterministic: sort the points by the cell of their top-left corner, then gather
     // each value row's contributions in that fixed order (design in backward.cu).
-    grad_value = empty_on(value, {s.N, s.S, s.M, s.D}, dtype);
+    grad_value = empty_on(value.device(), {s.N, s.S, s.M, s.D}, dtype);
     p.grad_value = mptr<K>(grad_value);
     target.keys_int64 = cuda::deterministic_keys_need_int64(s);
-    const Tensor keys = empty_on(value, {s.N * s.Lq * s.M * s.L * s.P},
+    const Tensor keys = empty_on(value.device(), {s.N * s.Lq * s.M * s.LP},
                                  target.keys_int64 ? ScalarType::Long : ScalarType::Int);
     target.keys = keys.mutable_data_ptr();
     check_cuda(cuda::backward(p, target, ctx.stream), "launching the backward kernel");
     const auto [sorted_keys, perm] = stable_sort(keys);  // perm: int64 point indices
     const int64_t num_keys = cuda::deterministic_num_keys(s);
-    const Tensor seg_begin = zeros_on(value, {num_keys}, ScalarType::Long);
-    const Tensor seg_end = zeros_on(value, {num_keys}, ScalarType::Long);
+    const Tensor seg_begin = zeros_on(value.device(), {num_keys}, ScalarType::Long);
+    const Tensor seg_end = zeros_on(value.device(), {num_keys}, ScalarType::Long);
     check_cuda(cuda::deterministic_segments(sorted_keys.const_data_ptr(), target.keys_int64,
                                             keys.numel(), num_keys, mptr<int64_t>(seg_begin),
                                             mptr<int64_t>(seg_end), ctx.stream),
@@ -246,11 +179,74 @@ std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cuda(
   return {grad_value, as_loc_dtype(grad_loc), grad_attn};
 }
 
+Tensor ms_deform_attn_cuda(const Tensor& value, const Tensor& spatial_shapes,
+                           const Tensor& level_start_index, const Tensor& sampling_locations,
+                           const Tensor& attention_weights, int64_t im2col_step) {
+  constexpr const char* op = "ms_deform_attn";
+  check_value_on_cuda(value, op);
+  const ts::accelerator::DeviceGuard guard(value.get_device_index());
+  const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
+  // im2col_step only sized the 2020 kernel's batches; every batch size works here.
+  const Shape s = check_forward_args(value, spatial_shapes, level_start_index,
+                                     sampling_locations, attention_weights, im2col_step,
+                                     /*check_shape_values=*/!ctx.capturing);
+  return forward(s, ctx, op, value, spatial_shapes, level_start_index, sampling_locations,
+                 attention_weights);
+}
+
+std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_backward_cuda(
+    const Tensor& grad_output, const Tensor& value, const Tensor& spatial_shapes,
+    const Tensor& level_start_index, const Tensor& sampling_locations,
+    const Tensor& attention_weights, int64_t im2col_step, bool deterministic) {
+  constexpr const char* op = "ms_deform_attn_backward";
+  check_value_on_cuda(value, op);
+  const ts::accelerator::DeviceGuard guard(value.get_device_index());
+  const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
+  const Shape s = check_backward_args(grad_output, value, spatial_shapes, level_start_index,
+                                      sampling_locations, attention_weights, im2col_step,
+                                      /*check_shape_values=*/!ctx.capturing);
+  return backward(s, ctx, op, grad_output, value, spatial_shapes, level_start_index,
+                  sampling_locations, attention_weights, deterministic);
+}
+
+Tensor ms_deform_attn_v2_cuda(const Tensor& value, const Tensor& spatial_shapes,
+                              const Tensor& level_start_index, const Tensor& sampling_locations,
+                              const Tensor& attention_weights,
+                              std::vector<int64_t> num_points_list, std::string method) {
+  constexpr const char* op = "ms_deform_attn_v2";
+  check_value_on_cuda(value, op);
+  const ts::accelerator::DeviceGuard guard(value.get_device_index());
+  const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
+  const Shape s = check_v2_forward_args(value, spatial_shapes, level_start_index,
+                                        sampling_locations, attention_weights, num_points_list,
+                                        method, /*check_shape_values=*/!ctx.capturing);
+  return forward(s, ctx, op, value, spatial_shapes, level_start_index, sampling_locations,
+                 attention_weights);
+}
+
+std::tuple<Tensor, Tensor, Tensor> ms_deform_attn_v2_backward_cuda(
+    const Tensor& grad_output, const Tensor& value, const Tensor& spatial_shapes,
+    const Tensor& level_start_index, const Tensor& sampling_locations,
+    const Tensor& attention_weights, std::vector<int64_t> num_points_list, std::string method,
+    bool deterministic) {
+  constexpr const char* op = "ms_deform_attn_v2_backward";
+  check_value_on_cuda(value, op);
+  const ts::accelerator::DeviceGuard guard(value.get_device_index());
+  const CudaContext ctx = enter(value, spatial_shapes, level_start_index, op);
+  const Shape s = check_v2_backward_args(grad_output, value, spatial_shapes, level_start_index,
+                                         sampling_locations, attention_weights, num_points_list,
+                                         method, /*check_shape_values=*/!ctx.capturing);
+  return backward(s, ctx, op, grad_output, value, spatial_shapes, level_start_index,
+                  sampling_locations, attention_weights, deterministic);
+}
+
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(ddetr, CUDA, m) {
   m.impl("ms_deform_attn", TORCH_BOX(&ms_deform_attn_cuda));
   m.impl("ms_deform_attn_backward", TORCH_BOX(&ms_deform_attn_backward_cuda));
+  m.impl("ms_deform_attn_v2", TORCH_BOX(&ms_deform_attn_v2_cuda));
+  m.impl("ms_deform_attn_v2_backward", TORCH_BOX(&ms_deform_attn_v2_backward_cuda));
 }
 
 }  // namespace ddetr

@@ -23,6 +23,40 @@ SPREADS = {"1px": 1.0, "8px": 8.0, "32px": 32.0, "uniform": "uniform"}
 SHAPES.update({f"encoder-spread/{name}": (COCO_LEVELS, None, 8, 32, 4, sigma) for name, sigma in SPREADS.items()})
 
 
+# The generalised form (ms_deform_attn_v2), decoder shapes at a 640 x 640 image (strides 8, 16,
+# 32): name -> (levels, queries, heads, channels, points per level, method). D-FINE's decoder
+# samples [3, 6, 3] points bilinearly; RT-DETRv2's (HF's config defaults: 300 queries, 8 heads
+# of 32 channels, 4 points on 3 levels) with its "discrete" method.
+REALTIME_LEVELS = [(80, 80), (40, 40), (20, 20)]
+V2_SHAPES = {
+    "dfine-decoder": (REALTIME_LEVELS, 300, 8, 32, [3, 6, 3], "default"),
+    "rtdetrv2-decoder-discrete": (REALTIME_LEVELS, 300, 8, 32, [4, 4, 4], "discrete"),
+}
+
+
+def op_v2_inputs(shape: str, batch: int, device, dtype, requires_grad=False, seed=0):
+    """Inputs of ms_deform_attn_v2 in HF's argument order (spatial shapes as the models' list),
+    points 2 pixels (Gaussian) around random reference points, as at initialisation."""
+    levels, lq, m, d, points, method = V2_SHAPES[shape]
+    g = torch.Generator().manual_seed(seed)
+    s = sum(h * w for h, w in levels)
+    k = sum(points)
+    value = torch.randn(batch, s, m, d, generator=g)
+    ref = torch.rand(batch, lq, 1, 1, 2, generator=g)
+    wh = torch.cat([torch.tensor([[w, h]], dtype=torch.float32).expand(p, 2) for (h, w), p in zip(levels, points)])
+    loc = ref + 2.0 * torch.randn(batch, lq, m, k, 2, generator=g) / wh
+    attn = torch.rand(batch, lq, m, k, generator=g).softmax(-1)
+    tensors = [t.to(device=device, dtype=dtype).requires_grad_(requires_grad) for t in (value, loc, attn)]
+    return dict(
+        value=tensors[0],
+        spatial_shapes=list(levels),
+        sampling_locations=tensors[1],
+        attention_weights=tensors[2],
+        num_points_list=points,
+        method=method,
+    )
+
+
 def op_inputs(shape: str, batch: int, device, dtype, requires_grad=False, seed=0):
     levels, lq, m, d, p, spread = SHAPES[shape]
     g = torch.Generator().manual_seed(seed)

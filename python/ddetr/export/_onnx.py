@@ -28,7 +28,11 @@ def _translation(attention: str) -> dict:
     except ImportError as e:
         raise ExportError(f"ONNX export needs onnx and onnxscript ({e}): pip install onnx onnxscript") from None
     fn = {"portable": _onnx_ops.ms_deform_attn_portable, "tensorrt": _onnx_ops.ms_deform_attn_tensorrt}[attention]
-    return {torch.ops.ddetr.ms_deform_attn.default: fn}
+    # The generalised form has no TensorRT plugin: always the portable graph.
+    return {
+        torch.ops.ddetr.ms_deform_attn.default: fn,
+        torch.ops.ddetr.ms_deform_attn_v2.default: _onnx_ops.ms_deform_attn_v2_portable,
+    }
 
 
 def to_onnx(

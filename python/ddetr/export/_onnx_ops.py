@@ -4,11 +4,15 @@ over the levels, static sizes (heads, channels, levels, points) read from the in
 shapes, image-dependent sizes computed in the graph.
 
 - portable: standard ONNX ops, one GridSample per level, the math of
-  ddetr.ops.ms_deform_attn_pytorch (bilinear, zero padding, align_corners=0, grid = 2 loc - 1).
+  ddetr.ops.ms_deform_attn_pytorch (bilinear, zero padding, align_corners=0, grid = 2 loc - 1);
+  for `ddetr::ms_deform_attn_v2` (points per level) the same, or for its discrete method one
+  Gather per level at the clamped nearest pixel.
 - tensorrt: one node of TensorRT's built-in plugin `MultiscaleDeformableAttnPlugin_TRT`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import onnx
 from onnx.defs import OpSchema
@@ -70,6 +74,71 @@ def ms_deform_attn_portable(
     attn = op.Reshape(
         op.Transpose(attention_weights, perm=[0, 2, 1, 3, 4]),
         op.Concat(_int64(-1, 1), lq, _int64(n_levels * n_points), axis=0),
+    )
+    out = op.ReduceSum(op.Mul(stacked, attn), _int64(3), keepdims=0)  # (N*M, D, Lq)
+    out = op.Reshape(out, op.Concat(n, _int64(m * d), lq, axis=0))
+    return op.Transpose(out, perm=[0, 2, 1])  # (N, Lq, M*D)
+
+
+def ms_deform_attn_v2_portable(
+    value,
+    spatial_shapes,
+    level_start_index,
+    sampling_locations,
+    attention_weights,
+    num_points_list: Sequence[int],
+    method: str,
+):
+    """(N, S, M, D), (L, 2), (L), (N, Lq, M, K, 2), (N, Lq, M, K) -> (N, Lq, M*D), K the sum of
+    `num_points_list`. "default": GridSample per level, as above; "discrete": the pixel
+    min(max(x * W + 0.5, 0), W - 1) truncated (the op's rounding), read with one Gather per level
+    from the value's rows."""
+    m, d = int(value.shape[2]), int(value.shape[3])
+    points = [int(p) for p in num_points_list]
+    n = _shape(value, 0, 1)
+    lq = _shape(sampling_locations, 1, 2)
+    # (N, Lq, M, K, 2) -> (N*M, Lq, K, 2)
+    locs = op.Reshape(
+        op.Transpose(sampling_locations, perm=[0, 2, 1, 3, 4]),
+        op.Concat(_int64(-1), lq, _int64(sum(points), 2), axis=0),
+    )
+    one = op.CastLike(op.Constant(value_float=1.0), sampling_locations)
+    if method == "discrete":
+        # value rows (N*M*S, D), and the first row of each (n, m): (N*M, 1, 1, 1)
+        rows = op.Reshape(op.Transpose(value, perm=[0, 2, 1, 3]), _int64(-1, d))
+        nm = op.Squeeze(op.Mul(n, _int64(m)), _int64(0))
+        first = op.Mul(op.Range(op.Constant(value_int=0), nm, op.Constant(value_int=1)), _shape(value, 1, 2))
+        first = op.Reshape(first, _int64(-1, 1, 1, 1))
+        half = op.CastLike(op.Constant(value_float=0.5), sampling_locations)
+        zero = op.CastLike(op.Constant(value_float=0.0), sampling_locations)
+    else:
+        grids = op.Sub(op.Mul(locs, op.CastLike(op.Constant(value_float=2.0), locs)), one)
+    sampled = []
+    offset = 0
+    for lvl, p in enumerate(points):
+        hw = op.Reshape(op.Gather(spatial_shapes, _int64(lvl), axis=0), _int64(2))  # (2): H, W
+        start = op.Gather(level_start_index, _int64(lvl), axis=0)  # (1)
+        if method == "discrete":
+            g = op.Slice(locs, _int64(offset), _int64(offset + p), _int64(2))  # (N*M, Lq, P, 2)
+            h, w = op.Slice(hw, _int64(0), _int64(1)), op.Slice(hw, _int64(1), _int64(2))  # (1) each
+            size = op.CastLike(op.Concat(w, h, axis=0), sampling_locations)  # (2): W, H
+            pix = op.Min(op.Max(op.Add(op.Mul(g, size), half), zero), op.Sub(size, one))
+            pix = op.Cast(pix, to=onnx.TensorProto.INT64)  # truncates: the clamped pixel
+            x = op.Gather(pix, _int64(0), axis=3)  # (N*M, Lq, P, 1)
+            y = op.Gather(pix, _int64(1), axis=3)
+            idx = op.Add(op.Add(first, start), op.Add(op.Mul(y, w), x))
+            picked = op.Gather(rows, op.Squeeze(idx, _int64(3)), axis=0)  # (N*M, Lq, P, D)
+            sampled.append(op.Transpose(picked, perm=[0, 3, 1, 2]))  # (N*M, D, Lq, P)
+        else:
+            end = op.Add(start, op.ReduceProd(hw, _int64(0), keepdims=1))  # start + H * W
+            v = op.Slice(op.Transpose(value, perm=[0, 2, 3, 1]), start, end, _int64(3))  # (N, M, D, H*W)
+            v = op.Reshape(v, op.Concat(_int64(-1, d), hw, axis=0))
+            g = op.Slice(grids, _int64(offset), _int64(offset + p), _int64(2))
+            sampled.append(op.GridSample(v, g, mode="bilinear", padding_mode="zeros", align_corners=0))
+        offset += p
+    stacked = op.Concat(*sampled, axis=3) if len(points) > 1 else sampled[0]  # (N*M, D, Lq, K)
+    attn = op.Reshape(
+        op.Transpose(attention_weights, perm=[0, 2, 1, 3]), op.Concat(_int64(-1, 1), lq, _int64(sum(points)), axis=0)
     )
     out = op.ReduceSum(op.Mul(stacked, attn), _int64(3), keepdims=0)  # (N*M, D, Lq)
     out = op.Reshape(out, op.Concat(n, _int64(m * d), lq, axis=0))

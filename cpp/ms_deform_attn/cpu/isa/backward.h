@@ -29,8 +29,7 @@ inline void point_backward(const PointCorners<T>& c, T a, T lx, T ly, int64_t H,
 // the points lie near their queries: the walk then keeps the rows it touches in cache, and
 // neighbouring heads' parts of a row are adjacent in memory. One when the points spread out:
 // the rows a walk touches anywhere are then one head's slice of value and grad_value, which
-// fits the caches far better. (COCO encoder, one thread, CPU time: heads together against
-// one at a time, 1 px 68 ms against 80; 8 px 86-95 against 78; uniform 125 against 103.)
+// fits the caches far better (benchmarks/README.md describes the measurements).
 // Which one is taken changes no result: every row gets its terms in the walk's order.
 constexpr double kNearPixels = 4;  // a point this close to its query's own pixel is near
 
@@ -47,9 +46,9 @@ int64_t heads_per_sweep(const BackwardParams<T>& p) {
     const int64_t Wq = p.spatial_shapes[2 * lq + 1], Hq = p.spatial_shapes[2 * lq];
     const int64_t o = q - p.level_start[lq];
     const double xq = (o % Wq + 0.5) / Wq, yq = (o / Wq + 0.5) / Hq;  // normalised
-    const T* loc = p.loc + (nq * s.M + m) * s.L * s.P * 2;
-    for (int64_t j = 0; j < s.L * s.P; ++j) {
-      const int64_t l = j / s.P;
+    const T* loc = p.loc + (nq * s.M + m) * s.LP * 2;
+    for (int64_t j = 0; j < s.LP; ++j) {
+      const int64_t l = s.level_of(j);
       const double dx = (loc[2 * j] - xq) * p.spatial_shapes[2 * l + 1];
       const double dy = (loc[2 * j + 1] - yq) * p.spatial_shapes[2 * l];
       if (std::abs(dx) <= kNearPixels && std::abs(dy) <= kNearPixels) {
@@ -65,8 +64,8 @@ int64_t heads_per_sweep(const BackwardParams<T>& p) {
 template <typename T, int kD, typename I>
 void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
   const Shape& s = p.shape;
-  const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.L * s.P;
-  const PointLevels<I> lv(p.spatial_shapes, p.level_start, s.L, s.P);
+  const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.LP;
+  const PointLevels<I> lv(p.spatial_shapes, p.level_start, s);
   const ZeroRow<T> zero(D);
   std::vector<T> sink(4 * D);  // takes the gradient of corners off the map, one row per corner
   T* const sink_rows[4] = {sink.data(), sink.data() + D, sink.data() + 2 * D, sink.data() + 3 * D};
@@ -106,6 +105,46 @@ void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
                                     gout, D, grad_loc + 2 * j, grad_attn + j);
             }
           }
+        }
+      }
+    }
+  }
+}
+
+// The backward of the discrete method (s.discrete) over items (batch, head), in index order:
+// grad_value[row] += a * grad_output and grad_attn = <grad_output, value[row]> per point; no
+// location gradient (the nearest pixel is piecewise constant). As above, an item owns its
+// head's slice of grad_value and adds its terms in a fixed order.
+template <typename T, int kD, typename I>
+void backward_discrete_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
+  const Shape& s = p.shape;
+  const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.LP;
+  const PointLevels<I> lv(p.spatial_shapes, p.level_start, s);
+  I rows[kChunk];
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t n = item / s.M, m = item % s.M;
+    const T* base = p.value + n * s.S * MD + m * D;
+    T* gbase = p.grad_value + n * s.S * MD + m * D;
+    for (int64_t q = 0; q < s.Lq; ++q) {
+      const int64_t nqm = (n * s.Lq + q) * s.M + m;
+      const T* __restrict gout = p.grad_output + nqm * D;
+      const T* loc = p.loc + nqm * LP * 2;
+      const T* attn = p.attn + nqm * LP;
+      T* grad_attn = p.grad_attn + nqm * LP;
+      for (int64_t j0 = 0; j0 < LP; j0 += kChunk) {
+        const int64_t nj = std::min(kChunk, LP - j0);
+        chunk_discrete_rows<T, I>(loc + 2 * j0, lv, j0, nj, rows);
+        for (int64_t j = 0; j < nj; ++j) {
+          const T a = attn[j0 + j];
+          const T* __restrict v = base + int64_t(rows[j]) * MD;
+          T* __restrict gv = gbase + int64_t(rows[j]) * MD;
+          T dot = 0;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t d = 0; d < D; ++d) {
+            dot += gout[d] * v[d];
+            gv[d] += a * gout[d];
+          }
+          grad_attn[j0 + j] = dot;
         }
       }
     }

@@ -6,8 +6,8 @@
 template <typename T, int kD, typename I>
 void forward_range(const ForwardParams<T>& p, int64_t begin, int64_t end) {
   const Shape& s = p.shape;
-  const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.L * s.P;
-  const PointLevels<I> lv(p.spatial_shapes, p.level_start, s.L, s.P);
+  const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.LP;
+  const PointLevels<I> lv(p.spatial_shapes, p.level_start, s);
   const ZeroRow<T> zero(D);
   ChunkCorners<T, I> g;
   const QueryWalk walk(s, p.spatial_shapes, p.level_start);
@@ -36,6 +36,41 @@ void forward_range(const ForwardParams<T>& p, int64_t begin, int64_t end) {
           for (int64_t d = 0; d < D; ++d) {
             acc[d] += w0 * v[0][d] + w1 * v[1][d] + w2 * v[2][d] + w3 * v[3][d];
           }
+        }
+      }
+      if (kD > 0) {
+        T* __restrict out = p.output + nqm * D;
+        for (int64_t d = 0; d < D; ++d) out[d] = acc[d];
+      }
+    }
+  }
+}
+
+// The forward of the discrete method (s.discrete): one value row per point, weight 1.
+template <typename T, int kD, typename I>
+void forward_discrete_range(const ForwardParams<T>& p, int64_t begin, int64_t end) {
+  const Shape& s = p.shape;
+  const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.LP;
+  const PointLevels<I> lv(p.spatial_shapes, p.level_start, s);
+  I rows[kChunk];
+  for (int64_t item = begin; item < end; ++item) {  // item = n * Lq + q (index order)
+    const int64_t n = item / s.Lq, q = item % s.Lq;
+    for (int64_t m = 0; m < s.M; ++m) {
+      const int64_t nqm = (n * s.Lq + q) * s.M + m;
+      const T* loc = p.loc + nqm * LP * 2;
+      const T* attn = p.attn + nqm * LP;
+      const T* base = p.value + n * s.S * MD + m * D;
+      T local[kD > 0 ? kD : 1];
+      T* __restrict acc = kD > 0 ? local : p.output + nqm * D;
+      for (int64_t d = 0; d < D; ++d) acc[d] = T(0);
+      for (int64_t j0 = 0; j0 < LP; j0 += kChunk) {
+        const int64_t nj = std::min(kChunk, LP - j0);
+        chunk_discrete_rows<T, I>(loc + 2 * j0, lv, j0, nj, rows);
+        for (int64_t j = 0; j < nj; ++j) {
+          const T a = attn[j0 + j];
+          const T* __restrict v = base + int64_t(rows[j]) * MD;
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) acc[d] += a * v[d];
         }
       }
       if (kD > 0) {

@@ -1,18 +1,19 @@
 // Point geometry: where a sampling point's four corners lie and their bilinear weights (the
 // math itself is bilinear.h). Included by kernels_isa.cpp inside its per-ISA namespace.
 
-// Per-point copies of the level sizes (point j of a head lies on level j / P), so the
-// geometry of a chunk of points reads them like the locations, one SIMD lane per point.
+// Per-point copies of the level sizes (point j of a head lies on level s.level_of(j)), so
+// the geometry of a chunk of points reads them like the locations, one SIMD lane per point.
 // I is the index type: int32_t where every index fits, which vectorises better.
 template <typename I>
 struct PointLevels {
   std::vector<I> H, W, start;
-  PointLevels(const int64_t* shapes, const int64_t* level_start, int64_t L, int64_t P)
-      : H(L * P), W(L * P), start(L * P) {
-    for (int64_t j = 0; j < L * P; ++j) {
-      H[j] = static_cast<I>(shapes[2 * (j / P)]);
-      W[j] = static_cast<I>(shapes[2 * (j / P) + 1]);
-      start[j] = static_cast<I>(level_start[j / P]);
+  PointLevels(const int64_t* shapes, const int64_t* level_start, const Shape& s)
+      : H(s.LP), W(s.LP), start(s.LP) {
+    for (int64_t j = 0; j < s.LP; ++j) {
+      const int64_t l = s.level_of(j);
+      H[j] = static_cast<I>(shapes[2 * l]);
+      W[j] = static_cast<I>(shapes[2 * l + 1]);
+      start[j] = static_cast<I>(level_start[l]);
     }
   }
 };
@@ -117,3 +118,18 @@ struct ZeroRow {
     for (int k = 0; k < 4; ++k) each[k] = zeros.data();
   }
 };
+
+// The value rows of up to kChunk consecutive discrete points (the nearest pixel, border
+// clamped: every point lies on its map), computed across SIMD lanes.
+template <typename T, typename I>
+inline void chunk_discrete_rows(const T* loc, const PointLevels<I>& lv, int64_t j0, int64_t nj,
+                                I* row) {
+  const I* H = lv.H.data() + j0;
+  const I* W = lv.W.data() + j0;
+  const I* start = lv.start.data() + j0;
+#pragma omp simd
+  for (int64_t j = 0; j < nj; ++j) {
+    row[j] = start[j] + discrete_index<T, I>(loc[2 * j + 1], H[j]) * W[j] +
+             discrete_index<T, I>(loc[2 * j], W[j]);
+  }
+}

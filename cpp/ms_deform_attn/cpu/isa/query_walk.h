@@ -1,4 +1,4 @@
-// The order in which the forward and the backward's point pass walk the queries (bands.h):
+// The order in which the forward and the backward's point pass walk the queries (query_plan.h):
 // band by band, each band's part of a level's map in column strips, for the encoder layout;
 // index order otherwise. It depends on the shapes alone. Included by kernels_isa.cpp inside
 // its per-ISA namespace.

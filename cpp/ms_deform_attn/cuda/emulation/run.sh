@@ -34,7 +34,7 @@ echo "+ g++ ${flags[*]} ... (kernels, CPU reference, harness)"
 g++ "${flags[@]}" -c "$tmp/forward_emu.cc" -o "$tmp/forward.o" &
 g++ "${flags[@]}" -c "$tmp/backward_emu.cc" -o "$tmp/backward.o" &
 g++ "${flags[@]}" -DDDETR_ISA=baseline -c "$cpu_dir/kernels_isa.cpp" -o "$tmp/cpu.o" &
-g++ "${flags[@]}" -c "$cpu_dir/bands.cpp" -o "$tmp/bands.o" &
+g++ "${flags[@]}" -c "$cpu_dir/query_plan.cpp" -o "$tmp/query_plan.o" &
 g++ "${flags[@]}" -c "$here/harness.cc" -o "$tmp/harness.o" &
 for job in $(jobs -p); do wait "$job"; done
 g++ "${flags[@]}" "$tmp"/*.o -o "$tmp/harness"

@@ -1,11 +1,11 @@
-// The plan of a CPU call, made from the shapes alone (plain C++, compiled once: bands.cpp):
-// the order in which the kernels walk the queries, and the index type.
+// The plan of a CPU call, made from the shapes alone (plain C++, compiled once:
+// query_plan.cpp): the order in which the kernels walk the queries, and the index width.
 //
 // Walk: when the queries are the value's own pixels (the encoder, Lq == S), each level's map
 // is cut into kBands bands of columns and the queries are walked band by band, each band's
 // part of a level in column strips of kStrip pixels, so the value rows that neighbouring
-// queries share stay in cache, and the two halves of the forward's walk that two threads
-// take read mostly different rows. Any other layout is walked in index order.
+// queries share stay in cache while a thread works through its chunks of the walk. Any other
+// layout is walked in index order.
 #pragma once
 #include <cstdint>
 
@@ -17,7 +17,7 @@ namespace cpu {
 // Fixed, not the thread count: the walk depends on the shapes alone, and so does the order of
 // the backward's sums (isa/backward.h).
 constexpr int64_t kBands = 2;
-constexpr int64_t kStrip = 16;  // columns per strip (8, 32 no faster; 4, 64 slower)
+constexpr int64_t kStrip = 16;  // columns per strip
 
 // One band of one level.
 struct LevelBand {

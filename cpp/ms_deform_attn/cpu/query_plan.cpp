@@ -1,4 +1,4 @@
-#include "bands.h"
+#include "query_plan.h"
 
 #include <algorithm>
 #include <cstdlib>
