@@ -12,7 +12,6 @@ import sys
 import pytest
 import torch
 
-import ddetr
 from ddetr.integrations import transformers as ddetr_hf
 from ddetr.integrations.transformers import layers
 from hf_families import FAMILIES, CountOp, build, float_outputs, import_transformers, inputs, rel_err
@@ -217,27 +216,23 @@ def test_model_without_deformable_attention_is_left_as_is():
 
 
 def test_discrete_sampling():
-    """d_fine with method "discrete": on ddetr's op where ms_deform_attn_v2 exists; left on
-    transformers' path with the reason where it does not. Either way the outputs are HF's."""
+    """d_fine with method "discrete" runs on ddetr's generalised op, with HF's outputs."""
     theirs, x = build("d_fine", decoder_method="discrete"), inputs("d_fine")
     ours = copy.deepcopy(theirs)
     report = ddetr_hf.take_over(ours)
-    native = getattr(ddetr, "ms_deform_attn_v2", None) is not None
-    if native:
-        assert dict(report.taken) == {"d_fine": 2} and not report.left
-    else:
-        assert not report.taken
-        assert report.left == {
-            ("d_fine", "discrete sampling needs ddetr.ms_deform_attn_v2, which this ddetr build lacks"): 2
-        }
-        assert "2 left on transformers' path (d_fine 2: discrete sampling needs" in report.line()
+    assert dict(report.taken) == {"d_fine": 2} and not report.left
     with torch.no_grad(), CountOp() as count:
         got = float_outputs(ours(**x))
-    assert count.calls == (2 if native else 0)
+    assert count.calls == 2
     with torch.no_grad():
         expected = float_outputs(theirs(**x))
     for g, e in zip(got, expected):
         assert rel_err(g, e) < 1e-5
+
+
+def test_an_unknown_sampling_method_is_left_with_the_reason():
+    core, why = layers.v2_core("bicubic")
+    assert core is None and why == "its sampling method 'bicubic' is not one of default, discrete"
 
 
 def test_layers_that_do_not_fit_are_left_with_the_reason():
@@ -272,15 +267,13 @@ def test_a_device_without_a_kernel_leaves_every_layer(monkeypatch):
 
 @pytest.mark.parametrize("points", [[2, 2, 2], [1, 3, 2]], ids=["equal", "ragged"])
 def test_v2_core_matches_transformers_in_float64(points):
-    """The group C core (ddetr.ms_deform_attn_v2 where it exists, else today's op after a
-    reshape or zero-weight padding) against transformers' function, gradients included."""
+    """The group C core (ddetr.ms_deform_attn_v2) against transformers' function, gradients
+    included, with equal and per-level point counts."""
     from transformers.models.d_fine.modeling_d_fine import multi_scale_deformable_attention_v2 as theirs
 
     core, why = layers.v2_core("default")
     assert why is None
     cores = {core}
-    if hasattr(layers, "_v2_on_todays_op"):
-        cores.add(layers._v2_on_todays_op)
     shapes = [(6, 5), (3, 4), (2, 2)]
     g = torch.Generator().manual_seed(0)
     n, lq, m, d = 2, 7, 2, 4

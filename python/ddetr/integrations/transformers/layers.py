@@ -16,10 +16,8 @@ no CUDA synchronisation, per layer.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-import ddetr
-from ddetr.ops import compute_level_start_index, ms_deform_attn
+from ddetr.ops import METHODS, compute_level_start_index, ms_deform_attn, ms_deform_attn_v2
 
 LAYER_NAME = "MultiScaleDeformableAttention"  # transformers' name for the group A layer
 
@@ -73,44 +71,18 @@ def multi_scale_deformable_attention(value, value_spatial_shapes, sampling_locat
     return ms_deform_attn(value, shapes, sampling_locations, attention_weights, level_start_index=starts)
 
 
+def multi_scale_deformable_attention_v2(
+    value, value_spatial_shapes, sampling_locations, attention_weights, num_points_list, method="default"
+):
+    """Group C: rt_detr_v2's, d_fine's and deimv2's core on ddetr's generalised op (points per
+    level, "default" or "discrete" sampling)."""
+    shapes, _ = _host_shapes(value_spatial_shapes)
+    return ms_deform_attn_v2(value, shapes, sampling_locations, attention_weights, num_points_list, method)
+
+
 def v2_core(method: str):
     """(callable, None) running a group C layer with `method` on ddetr's op, or (None, why it
     stays on transformers' path)."""
-    if method not in ("default", "discrete"):
-        return None, f"its sampling method {method!r} is neither 'default' nor 'discrete'"
-    native = getattr(ddetr, "ms_deform_attn_v2", None)
-    if native is not None:
-        return native, None
-    if method == "discrete":  # until ms_deform_attn_v2: delete with _v2_on_todays_op
-        return None, "discrete sampling needs ddetr.ms_deform_attn_v2, which this ddetr build lacks"
-    return _v2_on_todays_op, None
-
-
-_OUTSIDE = -1.0  # a normalised location wholly outside the map: the op reads nothing there
-
-
-def _v2_on_todays_op(value, value_spatial_shapes, sampling_locations, attention_weights, num_points_list, method):
-    """Until every build has ddetr.ms_deform_attn_v2: "default" sampling on the 2020-layout op.
-    Equal point counts are a reshape; ragged ones are padded to the largest count with zero
-    weights at locations outside the map, which adds exact zeros (gradients included)."""
-    if method != "default":
-        raise ValueError(f"ddetr's op without ms_deform_attn_v2 takes only method='default', got {method!r}")
-    shapes, starts = _host_shapes(value_spatial_shapes)
-    n, lq, m, _ = attention_weights.shape
-    levels, most = len(num_points_list), max(num_points_list)
-    if min(num_points_list) == most:
-        locations = sampling_locations.reshape(n, lq, m, levels, most, 2)
-        weights = attention_weights.reshape(n, lq, m, levels, most)
-    else:
-        pads = [most - p for p in num_points_list]
-        locations = torch.stack(
-            [
-                F.pad(loc, (0, 0, 0, pad), value=_OUTSIDE)
-                for loc, pad in zip(sampling_locations.split(num_points_list, dim=3), pads)
-            ],
-            dim=3,
-        )
-        weights = torch.stack(
-            [F.pad(w, (0, pad)) for w, pad in zip(attention_weights.split(num_points_list, dim=3), pads)], dim=3
-        )
-    return ms_deform_attn(value, shapes, locations, weights, level_start_index=starts)
+    if method not in METHODS:
+        return None, f"its sampling method {method!r} is not one of {', '.join(METHODS)}"
+    return multi_scale_deformable_attention_v2, None

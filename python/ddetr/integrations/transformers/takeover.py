@@ -8,7 +8,7 @@ moving it onto ddetr's op, instance by instance: nothing outside the model chang
   ddetr's function instead (the class and the module stay as they are).
 - D-FINE and DEIMv2 keep their core in `self.ms_deformable_attn_core`: set per instance.
 
-A layer that does not fit (another signature, a sampling method this build lacks, a device
+A layer that does not fit (another signature, a sampling method the op does not know, a device
 without a kernel) is left as it is, and the report says why.
 """
 
