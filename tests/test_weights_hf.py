@@ -38,7 +38,10 @@ def test_converted_model_loads_in_transformers_with_same_outputs(tmp_path, varia
     model = small_model(variant)
     weights.files.write_state(model.state_dict(), str(tmp_path / "ddetr.pth"))
     weights.convert(
-        tmp_path / "ddetr.pth", tmp_path / "hf", to="hf", options=dict(num_queries=TINY_MODEL["num_queries"])
+        tmp_path / "ddetr.pth",
+        tmp_path / "hf",
+        to="hf",
+        options=dict(num_queries=TINY_MODEL["num_queries"], nheads=TINY_MODEL["nheads"]),
     )
     hf, info = transformers.DeformableDetrForObjectDetection.from_pretrained(tmp_path / "hf", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
@@ -121,7 +124,7 @@ def test_timm_route_loads_in_transformers_with_same_outputs(tmp_path, variant):
     pytest.importorskip("timm", reason="timm is not installed (the hub route's backbone needs it)")
     model = small_model(variant)
     weights.files.write_state(model.state_dict(), str(tmp_path / "ddetr.pth"))
-    options = dict(num_queries=TINY_MODEL["num_queries"])
+    options = dict(num_queries=TINY_MODEL["num_queries"], nheads=TINY_MODEL["nheads"])
     weights.convert(tmp_path / "ddetr.pth", tmp_path / "hf", to="hf", backbone="timm", options=options)
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["use_timm_backbone"] is True and not config.get("use_pretrained_backbone")
