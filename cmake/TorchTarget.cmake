@@ -1,6 +1,6 @@
 # The oldest torch the op library loads in: the one place it is written. TorchStable.cmake
 # includes this; `cmake -P cmake/TorchTarget.cmake` prints the TORCH_TARGET_VERSION value for
-# the scripts that compile the glue outside CMake (cmake/check_cuda_sources.sh).
+# the scripts that compile the glue outside CMake (tools/check_cuda_sources.sh).
 set(DDETR_TORCH_TARGET "2.10")
 string(REPLACE "." ";" _ddetr_target_parts "${DDETR_TORCH_TARGET}")
 list(GET _ddetr_target_parts 0 _ddetr_target_major)

@@ -8,8 +8,8 @@
 #include <numeric>
 #include <random>
 #include <vector>
-#include "../../cpu/kernels.h"
-#include "../launch.h"
+#include "cpu/kernels.h"
+#include "cuda/launch.h"
 using namespace ddetr;
 
 template <typename K> struct Conv;

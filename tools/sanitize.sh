@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the op library with AddressSanitizer + UndefinedBehaviorSanitizer into
 # build/sanitize and runs the op tests against it (CPU kernels). Run inside the venv that
-# setup.sh made:   . .venv/bin/activate && bash cmake/sanitize.sh [pytest args]
+# setup.sh made:   . .venv/bin/activate && bash tools/sanitize.sh [pytest args]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$root/build/sanitize"

@@ -4,11 +4,12 @@
 # force-included (g++, AddressSanitizer + UBSan), links the CPU kernels as the reference and
 # runs harness.cc. Needs g++ and the CUDA headers (nvcc's include dir). About 3 minutes.
 #
-#   bash cpp/ms_deform_attn/cuda/emulation/run.sh
+#   bash tools/cuda_emulation/run.sh
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cuda_dir="$(dirname "$here")"
-cpu_dir="$(dirname "$cuda_dir")/cpu"
+src="$(cd "$here/../../cpp/ms_deform_attn" && pwd)"
+cuda_dir="$src/cuda"
+cpu_dir="$src/cpu"
 nvcc="${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
 cuda_inc="$(cd "$(dirname "$(readlink -f "$nvcc")")/../include" && pwd)"
 [[ -f "$cuda_inc/cuda_runtime.h" ]] || cuda_inc=/usr/local/cuda/include
@@ -29,7 +30,7 @@ open(dst, "w").write(s)
 PY
 done
 flags=(-std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -pthread
-       -I "$cuda_inc" -I "$cuda_dir" -include "$here/emu.h")
+       -I "$cuda_inc" -I "$cuda_dir" -I "$src" -include "$here/emu.h")
 echo "+ g++ ${flags[*]} ... (kernels, CPU reference, harness)"
 g++ "${flags[@]}" -c "$tmp/forward_emu.cc" -o "$tmp/forward.o" &
 g++ "${flags[@]}" -c "$tmp/backward_emu.cc" -o "$tmp/backward.o" &

@@ -6,9 +6,9 @@
 # Needs nvcc (NVCC or PATH or /usr/local/cuda/bin) and `python` importing torch (the CI
 # venv). Exits non-zero on the first failure; prints each command it runs.
 # With DDETR_CUDA_EMULATE=1 it then also runs the kernels' logic tests on the CPU
-# (cpp/ms_deform_attn/cuda/emulation/run.sh, about 3 more minutes).
+# (tools/cuda_emulation/run.sh, about 3 more minutes).
 #
-#   bash cmake/check_cuda_sources.sh
+#   bash tools/check_cuda_sources.sh
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -71,7 +71,7 @@ done
 echo "== ${#glue_files[@]} glue file(s) syntax-checked against torch $torch_version's stable ABI (target $target)"
 
 if [[ "${DDETR_CUDA_EMULATE:-0}" == 1 ]]; then
-  run bash cpp/ms_deform_attn/cuda/emulation/run.sh
+  run bash tools/cuda_emulation/run.sh
   echo "== kernels emulated on the CPU match the CPU kernels"
 fi
 echo "check_cuda_sources: OK"

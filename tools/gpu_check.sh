@@ -6,7 +6,7 @@
 # scikit-build-core, pytest, pytest-benchmark, scipy; no pycocotools, no network): about
 # 5-8 minutes there.
 #
-#   bash benchmarks/gpu_check.sh [OUT_DIR]      (default: $OUT, else ./gpu-check)
+#   bash tools/gpu_check.sh [OUT_DIR]      (default: $OUT, else ./gpu-check)
 #
 # Without a GPU it says so, checks that each test selection below still collects tests (so
 # the script cannot rot unseen; CI runs it this way), and exits 0. Each step's log is
@@ -58,6 +58,7 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
       fi
       echo "gpu_check: selection collects $n tests: $k"
     done
+    "$python" -m ddetr bench --help >/dev/null || { echo "gpu_check: ddetr bench is broken" | tee -a "$summary"; exit 1; }
   fi
   exit 0
 fi
@@ -95,15 +96,19 @@ else
   failed=1
 fi
 
-# 4. The CUDA benchmarks (float32, float16, bfloat16), the reference in the same run.
-bench=(benchmarks/test_bench_op.py benchmarks/test_bench_module.py)
-"$python" -c "import ddetr.models" 2>/dev/null && bench+=(benchmarks/test_bench_model.py)
-# HF transformers models before and after ddetr.integrations.transformers.kernelize, where
-# transformers is installed (the bench extra)
-"$python" -c "import transformers" 2>/dev/null && bench+=(benchmarks/test_bench_hf_models.py)
-step bench 900 "$python" -m pytest "${bench[@]}" -k cuda -p no:cacheprovider \
-  --benchmark-json="$out/bench-cuda.json"
-"$python" benchmarks/report.py "$out/bench-cuda.json" >"$out/bench-cuda.md" 2>&1
+# 4. The CUDA benchmarks (float32, float16, bfloat16), the reference in the same run: the
+# suite that ships in the wheel, run as users run it (`ddetr bench`), then the lab's HF
+# transformers models before and after kernelize, where transformers is installed.
+suites=(op module)
+"$python" -c "import ddetr.models" 2>/dev/null && suites+=(model)
+step bench 900 "$python" -m ddetr bench --suite "${suites[@]}" --output "$out/bench-cuda.json" -k cuda
+reports=("$out/bench-cuda.json")
+if "$python" -c "import transformers" 2>/dev/null; then
+  step bench_hf 900 "$python" -m pytest benchmarks/test_bench_hf_models.py -k cuda -p no:cacheprovider \
+    --benchmark-json="$out/bench-hf-cuda.json"
+  reports+=("$out/bench-hf-cuda.json")
+fi
+"$python" benchmarks/report.py "${reports[@]}" >"$out/bench-cuda.md" 2>&1
 
 echo "== summary ($out)"
 cat "$summary"
