@@ -43,8 +43,8 @@ _BLOCK = re.compile(r"(<!-- report (\w+) (\S+)(?: (\S+))? -->\n)(.*?)(<!-- /repo
 
 
 def _data(path) -> dict:
-    path = Path(path)
-    return json.loads((path if path.is_absolute() else HERE / path).read_text())
+    path = Path(path)  # as given (from the command line), else relative to benchmarks/ (blocks)
+    return json.loads((path if path.exists() else HERE / path).read_text())
 
 
 def machine(data: dict) -> str:
