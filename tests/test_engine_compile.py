@@ -17,6 +17,7 @@ from ddetr.cli import build_parser
 from ddetr.data.collate import collate_fn
 from ddetr.engine.build import build_datasets, build_detector
 from ddetr.engine.options import resolve
+from ddetr.weights import model_from_checkpoint
 from ddetr.weights.files import read_checkpoint as load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,5 +72,5 @@ def test_train_compile_cli_saves_plain_names(trained, tmp_path, monkeypatch):
     plain = load_checkpoint(str(trained.checkpoint))["model"]  # the same options, not compiled
     assert list(saved) == list(plain)  # no `_orig_mod.` prefixes
     assert not any(k.startswith("_orig_mod") for k in saved)
-    plain.load_state_dict(saved)  # strict
+    model_from_checkpoint(str(trained.checkpoint))[0].load_state_dict(saved)  # strict
     assert all(torch.isfinite(v).all() for v in saved.values() if v.is_floating_point())

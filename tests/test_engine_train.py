@@ -161,9 +161,9 @@ def test_bfloat16_autocast(data, tmp_path, device, monkeypatch):
     hook = model.transformer.decoder.layers[0].linear1.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
     op = ddetr.nn.ms_deform_attn
 
-    def recording_op(value, spatial_shapes, loc, weights, *args):
+    def recording_op(value, spatial_shapes, loc, weights, **extras):
         op_dtypes.append((value.dtype, loc.dtype, weights.dtype))
-        return op(value, spatial_shapes, loc, weights, *args)
+        return op(value, spatial_shapes, loc, weights, **extras)
 
     monkeypatch.setattr(ddetr.nn, "ms_deform_attn", recording_op)
     model.eval()
