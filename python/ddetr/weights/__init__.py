@@ -145,7 +145,11 @@ def convert(
     (`check_destination`); each file is written whole or not at all."""
     check_destination(src, dst, to, overwrite)
     state, info = load(src)
-    info.options.update(options or {})
+    options = dict(options or {})
+    if options.get("nheads") and options["nheads"] != info.options.get("nheads"):
+        # the tensors hold heads x points: a head count given here re-splits them
+        info.options.update(describe(state, os.fspath(src), nheads=options["nheads"]))
+    info.options.update(options)
     dst = os.fspath(dst)
     if to == "hf":
         names = id2label or info.id2label or None
