@@ -67,7 +67,7 @@ void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
   const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.LP;
   const PointLevels<I> lv(p.spatial_shapes, p.level_start, s);
   const ZeroRow<T> zero(D);
-  std::vector<T> sink(4 * D);  // takes the gradient of corners off the map, one row per corner
+  Array<T> sink(4 * D);  // takes the gradient of corners off the map, one row per corner
   T* const sink_rows[4] = {sink.data(), sink.data() + D, sink.data() + 2 * D, sink.data() + 3 * D};
   ChunkCorners<T, I> g;
   const QueryWalk walk(s, p.spatial_shapes, p.level_start);
