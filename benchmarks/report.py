@@ -55,16 +55,23 @@ def machine(data: dict) -> str:
     device = info.get("device", cpu.get("brand_raw", "unknown device"))
     if "cuda" in json.dumps([b["name"] for b in data["benchmarks"]]) and "EPYC" not in device:
         return f"{device}, torch {info.get('torch', '?')}"
-    flags = set(cpu.get("flags", []))
+    return describe_cpu(
+        device.split(",")[0],
+        cpu.get("family", "?"),
+        cpu.get("model", "?"),
+        cpu.get("flags", []),
+        f"{info.get('threads', cpu.get('count', '?'))} threads, torch {info.get('torch', '?')}",
+    )
+
+
+def describe_cpu(brand: str, family, model, flags, rest: str) -> str:
+    """'<brand> (family F model M; <the instruction sets that matter>), <rest>'."""
+    flags = set(flags)
     isa = ["AVX2"] if "avx2" in flags else ["no AVX2"]
     isa += [name for flag, name in ISA_FLAGS if flag in flags]
     if "amx_bf16" not in flags:
         isa.append("no AMX")
-    brand = device.split(",")[0]
-    return (
-        f"{brand} (family {cpu.get('family', '?')} model {cpu.get('model', '?')}; {', '.join(isa)}), "
-        f"{info.get('threads', cpu.get('count', '?'))} threads, torch {info.get('torch', '?')}"
-    )
+    return f"{brand} (family {family} model {model}; {', '.join(isa)}), {rest}"
 
 
 def load(path):

@@ -24,28 +24,21 @@ DOCS = os.path.join(ROOT, "docs")
 
 
 def cpu() -> str:
+    """This machine as report.py names the machines of benchmark results."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from report import describe_cpu
+
     fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor() or platform.machine()
-    flags = set(fields.get("flags", "").split())
-    isa = [
-        name
-        for flag, name in (
-            ("avx2", "AVX2"),
-            ("avx512f", "AVX-512"),
-            ("avx512_bf16", "AVX512-BF16"),
-            ("amx_bf16", "AMX"),
-        )
-        if flag in flags
-    ]
-    return (
-        f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')} model "
-        f"{fields.get('model', '?')}; {', '.join(isa) or 'no AVX2'}), {os.cpu_count()} cores"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    return describe_cpu(
+        fields.get("model name", platform.processor()),
+        fields.get("cpu family", "?"),
+        fields.get("model", "?"),
+        fields.get("flags", "").split(),
+        f"{os.cpu_count()} cores",
     )
 
 

@@ -2,13 +2,13 @@
 // (baseline, avx2, avx512) and the matching -m flags. The concerns live in small headers
 // (isa/), included here inside the per-ISA namespace: an inline function shared with other
 // translation units could be merged by the linker with a copy built for another instruction
-// set, so every function of this copy stays in its own anonymous namespace (.ci/run checks
-// that these objects define no weak functions).
+// set, so every function of this copy stays in its own anonymous namespace, and the kernels
+// use no standard container (its members would be such shared functions; isa/array.h).
+// .ci/run checks that these objects define no weak functions.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 #include "../bilinear.h"
 #include "query_plan.h"
@@ -25,6 +25,7 @@ namespace cpu {
 namespace DDETR_ISA {  // keeps every symbol of this copy apart from the other copies
 namespace {
 
+#include "isa/array.h"       // the one container (no std container: see above)
 #include "isa/geometry.h"    // where a point's corners lie, one chunk of points at a time
 #include "isa/query_walk.h"  // the order queries are walked in
 #include "isa/simd.h"        // native vectors, lane sums, a point's per-corner channel loop

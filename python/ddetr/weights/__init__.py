@@ -53,8 +53,10 @@ def _labels(config: dict | None, args: dict) -> tuple[dict, dict]:
     return tuple({int(k): v for k, v in d.items()} if isinstance(d, dict) else {} for d in (names, cats))
 
 
-def load(path) -> tuple[dict, WeightsInfo]:
-    """(state dict in ddetr's official layout, WeightsInfo) from a file or an HF folder."""
+def load(path, nheads: int | None = None) -> tuple[dict, WeightsInfo]:
+    """(state dict in ddetr's official layout, WeightsInfo) from a file or an HF folder.
+    `nheads`: the head count where the file does not state it (the tensors hold heads x
+    points, so it decides the points per head)."""
     where = os.fspath(path)
     state, config, args = files.read(where)
     args = args or {}
@@ -67,7 +69,7 @@ def load(path) -> tuple[dict, WeightsInfo]:
         )
     official = hf_to_official(state, where) if layout == "hf" else complete_heads(state, where)
     stated, source = (from_config(config, where), "config.json") if config else (_stated_by_args(args), "args")
-    options = describe(official, where, nheads=stated.get("nheads"))
+    options = describe(official, where, nheads=stated.get("nheads") or nheads)
     for name, value in stated.items():
         if name in options and options[name] != value:
             raise WeightsError(
@@ -144,12 +146,8 @@ def convert(
     a .pth keeps them (and the class names) in its `args`. `dst` checked first
     (`check_destination`); each file is written whole or not at all."""
     check_destination(src, dst, to, overwrite)
-    state, info = load(src)
-    options = dict(options or {})
-    if options.get("nheads") and options["nheads"] != info.options.get("nheads"):
-        # the tensors hold heads x points: a head count given here re-splits them
-        info.options.update(describe(state, os.fspath(src), nheads=options["nheads"]))
-    info.options.update(options)
+    state, info = load(src, nheads=(options or {}).get("nheads"))
+    info.options.update(options or {})
     dst = os.fspath(dst)
     if to == "hf":
         names = id2label or info.id2label or None

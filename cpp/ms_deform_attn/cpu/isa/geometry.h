@@ -1,27 +1,6 @@
 // Point geometry: where a sampling point's four corners lie and their bilinear weights (the
 // math itself is bilinear.h). Included by kernels_isa.cpp inside its per-ISA namespace.
 
-// An owned array of n values: std::vector's out-of-line members would be weak symbols that
-// the linker may share across the ISA copies (see kernels_isa.cpp), so the kernels keep this
-// one, local to each copy's anonymous namespace.
-template <typename T>
-class Array {
- public:
-  explicit Array(int64_t n, T fill = T(0)) : p_(new T[n > 0 ? n : 1]) {
-    for (int64_t i = 0; i < n; ++i) p_[i] = fill;
-  }
-  ~Array() { delete[] p_; }
-  Array(const Array&) = delete;
-  Array& operator=(const Array&) = delete;
-  T& operator[](int64_t i) { return p_[i]; }
-  const T& operator[](int64_t i) const { return p_[i]; }
-  T* data() { return p_; }
-  const T* data() const { return p_; }
-
- private:
-  T* p_;
-};
-
 // Per-point copies of the level sizes (point j of a head lies on level s.level_of(j)), so
 // the geometry of a chunk of points reads them like the locations, one SIMD lane per point.
 // I is the index type: int32_t where every index fits, which vectorises better.

@@ -6,7 +6,7 @@ struct QueryWalk {
   const int64_t* shapes;
   const int64_t* starts;
   int64_t L, Lq, K;
-  std::vector<LevelBand> level;  // (band, level), from plan_bands
+  Array<LevelBand> level;  // (band, level), from plan_bands
   QueryWalk(const Shape& s, const int64_t* spatial_shapes, const int64_t* level_start)
       : shapes(spatial_shapes), starts(level_start), L(s.L), Lq(s.Lq), level(kBands * s.L) {
     K = plan_bands(s, spatial_shapes, level.data());
