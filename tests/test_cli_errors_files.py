@@ -82,7 +82,7 @@ def test_full_disk_during_export_keeps_the_previous_model(run, tmp_path):
     pytest.importorskip("onnxscript", reason="the export extra is not installed")
     _, _, out = run
     onnx = tmp_path / "model.onnx"
-    common = ["export", "--checkpoint", out / "checkpoint.pth", "--output", onnx, "--image-size", "64"]
+    common = ["export", "--checkpoint", out / "checkpoint.pth", "--output", onnx, "--image-size", "128"]
     rc, _, err = ddetr(*common)
     assert rc == 0, err
     before = snapshot(tmp_path)
