@@ -75,9 +75,9 @@ BAD = [
         "sampling_locations must be torch.float64 like value, got torch.float32",
     ),
     (
-        "weights dtype",
-        with_(attention_weights=lambda t: t.float()),
-        "attention_weights must be torch.float64 like value, got torch.float32",
+        "integer weights",
+        with_(attention_weights=lambda t: t.long()),
+        "attention_weights must be a floating-point tensor, got torch.int64",
     ),
     ("integer value", with_(value=lambda v: v.long()), "value must be a floating-point tensor"),
     ("float shapes", with_(spatial_shapes=lambda s: s.float()), "spatial_shapes must be an integer tensor"),

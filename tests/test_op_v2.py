@@ -199,14 +199,33 @@ def test_one_forward_op_event_per_call():
     assert names == ["ddetr::ms_deform_attn_v2"]
 
 
-def test_autocast_casts_value_and_keeps_float32_locations():
+@pytest.mark.parametrize("method", METHODS)
+def test_autocast_follows_the_value_and_keeps_float32_locations(method):
     points = [3, 6, 3]
     value, shapes, loc, attn = make_v2_inputs(points, dtype=torch.float32, seed=28)
+    outside = ddetr.ms_deform_attn_v2(value, shapes, loc, attn, points, method)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = ddetr.ms_deform_attn_v2(value, shapes, loc, attn, points)
+        same = ddetr.ms_deform_attn_v2(value, shapes, loc, attn, points, method)  # float32 stays
+        out = ddetr.ms_deform_attn_v2(value.bfloat16(), shapes, loc, attn, points, method)
+    assert same.dtype == torch.float32 and torch.equal(same, outside)
     assert out.dtype == torch.bfloat16
-    want = ddetr.ms_deform_attn_v2(value.bfloat16(), shapes, loc, attn.bfloat16(), points)
-    assert torch.equal(out, want)
+    want = ddetr.ms_deform_attn_v2(value.bfloat16(), shapes, loc, attn.bfloat16(), points, method)
+    assert torch.equal(out, want)  # weights cast to the value's dtype, locations float32
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_weights_of_another_dtype_are_cast_to_the_values(method):
+    points = [3, 6, 3]
+    value, shapes, loc, attn = make_v2_inputs(points, dtype=torch.float64, seed=30)
+    attn = attn.float().requires_grad_()
+    value.requires_grad_()
+    out = ddetr.ms_deform_attn_v2(value, shapes, loc, attn, points, method)
+    assert out.dtype == torch.float64
+    assert torch.equal(out, ddetr.ms_deform_attn_v2(value, shapes, loc, attn.double(), points, method))
+    grad_value, grad_attn = torch.autograd.grad(out.sum(), (value, attn))
+    assert grad_value.dtype == torch.float64 and grad_attn.dtype == torch.float32
+    ref = ms_deform_attn_v2_pytorch(value, shapes, loc, attn.double(), points, method)
+    torch.testing.assert_close(grad_attn, torch.autograd.grad(ref.sum(), attn)[0])
 
 
 def test_reference_v2_equal_counts_is_the_2020_reference():

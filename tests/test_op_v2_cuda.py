@@ -146,7 +146,10 @@ def test_torch_compile_fullgraph(method):
 def test_autocast_bfloat16():
     value, shapes, loc, attn = inputs_on_gpu([3, 6, 3], torch.float32, seed=8)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        out = ddetr.ms_deform_attn_v2(value, shapes, loc, attn, [3, 6, 3])
+        same = ddetr.ms_deform_attn_v2(value, shapes, loc, attn, [3, 6, 3])  # float32 stays
+        out = ddetr.ms_deform_attn_v2(value.bfloat16(), shapes, loc, attn, [3, 6, 3])
+    assert same.dtype == torch.float32
+    assert torch.equal(same, ddetr.ms_deform_attn_v2(value, shapes, loc, attn, [3, 6, 3]))
     assert out.dtype == torch.bfloat16
     want = ddetr.ms_deform_attn_v2(value.bfloat16(), shapes, loc, attn.bfloat16(), [3, 6, 3])
     assert torch.equal(out, want)

@@ -52,11 +52,11 @@ void check_kinds(const Tensor& value, const Tensor& spatial_shapes,
   check_floating(attention_weights, "attention_weights");
   check_integral(spatial_shapes, "spatial_shapes");
   check_integral(level_start_index, "level_start_index");
-  // The precision policy: attention weights in the value's dtype; locations too, or in the
-  // dtype the kernels read them in (glue.h's location_dtype: float32 beside a 16-bit value).
+  // The precision policy: attention weights of any floating dtype (the backends cast them to
+  // the value's, as MMCV does; their gradient comes back in their own dtype); locations in the
+  // value's dtype or in the one the kernels read them in (glue.h's location_dtype: float32
+  // beside a 16-bit value), anything else refused, as a silent cast would round them.
   const ScalarType dtype = value.scalar_type();
-  DDETR_CHECK(attention_weights.scalar_type() == dtype, "attention_weights must be ",
-              dtype_name(dtype), " like value, got ", dtype_name(attention_weights.scalar_type()));
   const ScalarType loc_dtype = sampling_locations.scalar_type();
   const ScalarType kernel_loc_dtype = location_dtype(dtype);
   DDETR_CHECK(loc_dtype == dtype || loc_dtype == kernel_loc_dtype, "sampling_locations must be ",

@@ -166,9 +166,9 @@ class MSDeformAttn(nn.Module):
             else:
                 out = ms_deform_attn_pytorch(value, input_spatial_shapes, loc, weights)
         else:
-            # the op's precision policy (ddetr.ops): weights in the value's dtype, locations in
-            # float32 beside a 16-bit value (never rounded); under autocast the op casts so itself
-            loc, weights = loc.to(location_dtype(value.dtype)), weights.to(value.dtype)
+            # the op's precision policy (ddetr.ops) takes weights of any floating dtype but
+            # locations only in location_dtype (float32 beside a 16-bit value, never rounded)
+            loc = loc.to(location_dtype(value.dtype))
             if self.generalised:
                 out = ms_deform_attn_v2(value, input_spatial_shapes, loc, weights, self.points_list, self.method)
             else:

@@ -13,11 +13,16 @@ Sampling is bilinear with zero padding and align_corners=False, exactly `grid_sa
 2 * loc - 1. Locations outside the map, or non-finite (NaN, inf), contribute zero and get
 zero gradient.
 
-Precision: attention_weights share the value's dtype; sampling_locations too, or float32
-beside a float16 / bfloat16 value (a bfloat16 location is off by up to 0.4 px on a
-100-pixel map); the kernels compute and accumulate in float32 for the 16-bit types. Under
-`torch.autocast` (CPU and CUDA) the op casts value and attention_weights to the autocast
-dtype and sampling_locations to float32, whatever the surrounding layers produced.
+Precision follows the value, as `grid_sample` and MMCV do. attention_weights of another
+floating dtype are cast to the value's (their gradient comes back in their own);
+sampling_locations must share the value's dtype, or be float32 beside a float16 / bfloat16
+value (a bfloat16 location is off by up to 0.4 px on a 100-pixel map), anything else is
+refused. The kernels compute and accumulate in float32 for the 16-bit types. Under
+`torch.autocast` (CPU and CUDA) the value keeps its dtype, whatever it is, so a float32 call
+returns exactly what it returns outside autocast: the weights are cast to the value's dtype
+and the locations to `location_dtype(value.dtype)` (float32 beside a 16-bit value, never
+rounded to 16 bits). In a mixed-precision model the layer that projects the value already
+runs in the autocast dtype.
 """
 
 from __future__ import annotations
@@ -124,23 +129,22 @@ def _location_dtypes(value_dtype: torch.dtype) -> tuple:
 
 
 def _register_autocast(op, name: str, device_type: str) -> None:
-    # Not torch.library.register_autocast: that casts every floating input to one dtype,
-    # which would round the locations to 16 bits.
+    # Not torch.library.register_autocast: that casts every floating input to the autocast
+    # dtype, which would round a float32 value and the locations to 16 bits. The value is
+    # followed instead (the module docstring); a non-floating argument goes through as it
+    # came, for the op to refuse by name.
     key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
     keyset = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
 
     # Both forms start (value, spatial_shapes, level_start_index, locations, weights).
     def autocast(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, *rest):
-        dtype = torch.get_autocast_dtype(device_type)
+        if value.is_floating_point():
+            if sampling_locations.is_floating_point():
+                sampling_locations = sampling_locations.to(location_dtype(value.dtype))
+            if attention_weights.is_floating_point():
+                attention_weights = attention_weights.to(value.dtype)
         with torch._C._ExcludeDispatchKeyGuard(keyset):
-            return op(
-                value.to(dtype),
-                spatial_shapes,
-                level_start_index,
-                sampling_locations.to(torch.float32),
-                attention_weights.to(dtype),
-                *rest,
-            )
+            return op(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, *rest)
 
     # py_impl: what dynamo and torch.export trace; the library kernel: eager calls.
     op.default.py_impl(getattr(torch._C.DispatchKey, key))(autocast)
@@ -168,8 +172,13 @@ def _fake_checks(value, sampling_locations, attention_weights, loc_dims: int, lo
             "value, sampling_locations and attention_weights must be on one device, "
             f"got {', '.join(str(t.device) for t in tensors)}"
         )
-    if attention_weights.dtype != value.dtype:
-        raise RuntimeError(f"attention_weights must be {value.dtype} like value, got {attention_weights.dtype}")
+    for t, name in (
+        (value, "value"),
+        (sampling_locations, "sampling_locations"),
+        (attention_weights, "attention_weights"),
+    ):
+        if not t.is_floating_point():
+            raise RuntimeError(f"{name} must be a floating-point tensor, got {t.dtype}")
     if sampling_locations.dtype not in _location_dtypes(value.dtype):
         raise RuntimeError(
             f"sampling_locations must be {value.dtype} like value"

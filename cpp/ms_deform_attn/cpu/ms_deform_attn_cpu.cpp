@@ -74,9 +74,11 @@ CpuInputs prepare(const Tensor& value, const Tensor& spatial_shapes,
                   const Tensor& level_start_index, const Tensor& sampling_locations,
                   const Tensor& attention_weights) {
   const ScalarType dt = compute_dtype(value.scalar_type());
+  // weights in the value's dtype first (rounded as the CUDA kernels read them), then computed
+  const Tensor attn = ts::to(attention_weights, std::optional<ScalarType>(value.scalar_type()));
   return {as_contiguous(value, dt), as_contiguous(spatial_shapes, ScalarType::Long),
           as_contiguous(level_start_index, ScalarType::Long),
-          as_contiguous(sampling_locations, location_dtype(dt)), as_contiguous(attention_weights, dt)};
+          as_contiguous(sampling_locations, location_dtype(dt)), as_contiguous(attn, dt)};
 }
 
 void check_on_cpu(const Tensor& value, const Tensor& spatial_shapes,
@@ -184,9 +186,12 @@ std::tuple<Tensor, Tensor, Tensor> backward(const Shape& s, const Tensor& grad_o
     ts::zero_(grad_loc);
     ts::zero_(grad_attn);
   }
-  const std::optional<ScalarType> dt = value.scalar_type();
-  const std::optional<ScalarType> loc_dt = sampling_locations.scalar_type();
-  return {ts::to(grad_value, dt), ts::to(grad_loc, loc_dt), ts::to(grad_attn, dt)};
+  // each gradient in its input's dtype
+  const auto as_dtype_of = [](const Tensor& grad, const Tensor& input) {
+    return ts::to(grad, std::optional<ScalarType>(input.scalar_type()));
+  };
+  return {as_dtype_of(grad_value, value), as_dtype_of(grad_loc, sampling_locations),
+          as_dtype_of(grad_attn, attention_weights)};
 }
 
 Tensor ms_deform_attn_cpu(const Tensor& value, const Tensor& spatial_shapes,

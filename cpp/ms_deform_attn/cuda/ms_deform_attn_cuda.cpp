@@ -78,7 +78,7 @@ CudaInputs prepare(const Tensor& value, const Tensor& spatial_shapes,
   return {ts::contiguous(value), on_device_int64(spatial_shapes),
           on_device_int64(level_start_index),
           ts::contiguous(ts::to(sampling_locations, loc_dtype)),
-          ts::contiguous(attention_weights)};
+          ts::contiguous(ts::to(attention_weights, std::optional<ScalarType>(value.scalar_type())))};
 }
 
 // The forward of both forms, under the device guard, its arguments checked (s).
@@ -118,16 +118,19 @@ std::tuple<Tensor, Tensor, Tensor> backward(const Shape& s, const CudaContext& c
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const Tensor grad = ts::contiguous(grad_output);
   const ScalarType dtype = in.value.scalar_type();
-  // The location gradient in the dtype the locations came in.
+  // The location and weight gradients in the dtypes those came in.
   const auto as_loc_dtype = [&](const Tensor& t) {
     return ts::to(t, std::optional<ScalarType>(sampling_locations.scalar_type()));
+  };
+  const auto as_attn_dtype = [&](const Tensor& t) {
+    return ts::to(t, std::optional<ScalarType>(attention_weights.scalar_type()));
   };
   Tensor grad_loc = s.discrete ? empty_on(value.device(), {0}, location_dtype(dtype))
                                : empty_on(value.device(), sampling_locations.sizes(), location_dtype(dtype));
   Tensor grad_attn = empty_on(value.device(), attention_weights.sizes(), dtype);
   if (s.N * s.Lq * s.M == 0 || s.LP == 0 || s.D == 0 || in.value.numel() == 0) {
     return {zeros_on(value.device(), {s.N, s.S, s.M, s.D}, dtype), as_loc_dtype(ts::zero_(grad_loc)),
-            ts::zero_(grad_attn)};
+            as_attn_dtype(ts::zero_(grad_attn))};
   }
 
   Tensor grad_value;
@@ -176,7 +179,7 @@ std::tuple<Tensor, Tensor, Tensor> backward(const Shape& s, const CudaContext& c
                                               cptr<int64_t>(seg_end), ctx.stream),
                "launching the deterministic backward's value-gradient kernel");
   });
-  return {grad_value, as_loc_dtype(grad_loc), grad_attn};
+  return {grad_value, as_loc_dtype(grad_loc), as_attn_dtype(grad_attn)};
 }
 
 Tensor ms_deform_attn_cuda(const Tensor& value, const Tensor& spatial_shapes,

@@ -72,7 +72,7 @@ def ms_deform_attn_portable(
     stacked = op.Concat(*sampled, axis=3) if n_levels > 1 else sampled[0]  # (N*M, D, Lq, L*P)
     # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
     attn = op.Reshape(
-        op.Transpose(attention_weights, perm=[0, 2, 1, 3, 4]),
+        op.Transpose(op.CastLike(attention_weights, value), perm=[0, 2, 1, 3, 4]),  # the op's cast
         op.Concat(_int64(-1, 1), lq, _int64(n_levels * n_points), axis=0),
     )
     out = op.ReduceSum(op.Mul(stacked, attn), _int64(3), keepdims=0)  # (N*M, D, Lq)
@@ -138,7 +138,8 @@ def ms_deform_attn_v2_portable(
         offset += p
     stacked = op.Concat(*sampled, axis=3) if len(points) > 1 else sampled[0]  # (N*M, D, Lq, K)
     attn = op.Reshape(
-        op.Transpose(attention_weights, perm=[0, 2, 1, 3]), op.Concat(_int64(-1, 1), lq, _int64(sum(points)), axis=0)
+        op.Transpose(op.CastLike(attention_weights, value), perm=[0, 2, 1, 3]),
+        op.Concat(_int64(-1, 1), lq, _int64(sum(points)), axis=0),
     )
     out = op.ReduceSum(op.Mul(stacked, attn), _int64(3), keepdims=0)  # (N*M, D, Lq)
     out = op.Reshape(out, op.Concat(n, _int64(m * d), lq, axis=0))
@@ -181,7 +182,7 @@ def ms_deform_attn_tensorrt(
         op.Cast(spatial_shapes, to=onnx.TensorProto.INT32),
         op.Cast(level_start_index, to=onnx.TensorProto.INT32),
         sampling_locations,
-        attention_weights,
+        op.CastLike(attention_weights, value),  # the op's cast
         plugin_version=TRT_PLUGIN_VERSION,
         plugin_namespace="",
     )
