@@ -11,7 +11,12 @@ both alike. Prints the median per build and the ratio.
     python benchmarks/compare_builds.py --build old=/tmp/old-install --build new= --rounds 7
 
 `--build NAME=PATH` puts PATH first on PYTHONPATH (empty: the ddetr installed in this
-interpreter's environment). `--threads 1` with the CPU-time column is the steadiest
+interpreter's environment); `--env NAME:VAR=VALUE` sets a variable for that build only, so
+one build can be timed against itself under two settings:
+
+    python benchmarks/compare_builds.py --build all= --build one= --env all:DDETR_CPU_HEADS=all \
+        --env one:DDETR_CPU_HEADS=1 --shape encoder-spread/uniform
+ `--threads 1` with the CPU-time column is the steadiest
 comparison on a machine that other jobs share: CPU time counts only this process's work.
 """
 
@@ -68,8 +73,8 @@ print(json.dumps(result))
 """
 
 
-def run_build(path: str, shape: str, batch: int, repeats: int, threads: int) -> dict:
-    env = dict(os.environ)
+def run_build(path: str, shape: str, batch: int, repeats: int, threads: int, extra_env: dict) -> dict:
+    env = {**os.environ, **extra_env}
     if path:
         env["PYTHONPATH"] = path + os.pathsep + env.get("PYTHONPATH", "")
     code = CHILD.format(shapes=SHAPES, shape=shape, batch=batch, repeats=repeats, threads=threads)
@@ -88,6 +93,9 @@ def main(argv=None) -> None:
         metavar="NAME=PATH",
         help="a build to time: PATH first on PYTHONPATH (empty: installed)",
     )
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME:VAR=VALUE", help="a variable for build NAME only"
+    )
     parser.add_argument("--shape", default="encoder", help="python/ddetr/bench/shapes.py SHAPES key")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=7, help="subprocesses per build")
@@ -99,12 +107,19 @@ def main(argv=None) -> None:
         if "=" not in spec:
             parser.error(f"--build takes NAME=PATH, got {spec!r}")
         builds.append(tuple(spec.split("=", 1)))
+    envs = {name: {} for name, _ in builds}
+    for spec in args.env:
+        name, _, assignment = spec.partition(":")
+        if name not in envs or "=" not in assignment:
+            parser.error(f"--env takes NAME:VAR=VALUE with NAME one of --build's, got {spec!r}")
+        var, value = assignment.split("=", 1)
+        envs[name][var] = value
     modes = ("forward", "forward_backward", "forward_cpu", "forward_backward_cpu")
     times = {name: {mode: [] for mode in modes} for name, _ in builds}
     for r in range(args.rounds):
         order = builds if r % 2 == 0 else builds[::-1]
         for name, path in order:
-            res = run_build(path, args.shape, args.batch, args.repeats, args.threads)
+            res = run_build(path, args.shape, args.batch, args.repeats, args.threads, envs[name])
             for mode in modes:
                 times[name][mode].append(res[mode])
             print(

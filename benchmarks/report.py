@@ -35,6 +35,7 @@ SPEEDUPS = [
     ("speedup_vs_best_hf", "best HF"),
     ("speedup_vs_hf_eager", "HF eager"),
     ("speedup_vs_kernelized_eager", "kernelized eager"),  # test_bench_hf_models.py's compiled case
+    ("time_vs_smallest_value", "the 4 MiB value's time"),  # test_bench_op.py's value sweep: a slow-down
 ]
 # Instruction sets that decide the CPU kernels' and bfloat16's speed, as cpuinfo names them.
 ISA_FLAGS = [("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX")]
@@ -48,10 +49,12 @@ def _data(path) -> dict:
 
 
 def machine(data: dict) -> str:
-    """'AMD EPYC (family 26 model 2; AVX2, AVX-512, AVX512-BF16, no AMX), 2 threads, torch
-    2.13.0+cpu', or the GPU's name for CUDA runs."""
+    """'AMD EPYC (family 26 model 2; AVX2, AVX-512, AVX512-BF16, no AMX; L2 1 MiB, L3 32 MiB),
+    2 threads, torch 2.13.0+cpu', or the GPU's name for CUDA runs. The caches show where the
+    file recorded them (the suite's machine-info hook, harness.py)."""
     info = next((b.get("extra_info", {}) for b in data["benchmarks"] if b.get("extra_info")), {})
-    cpu = data.get("machine_info", {}).get("cpu", {})
+    machine_info = data.get("machine_info", {})
+    cpu = {**machine_info.get("cpu", {}), **machine_info.get("cpu_identity", {})}
     device = info.get("device", cpu.get("brand_raw", "unknown device"))
     if "cuda" in json.dumps([b["name"] for b in data["benchmarks"]]) and "EPYC" not in device:
         return f"{device}, torch {info.get('torch', '?')}"
@@ -59,19 +62,25 @@ def machine(data: dict) -> str:
         device.split(",")[0],
         cpu.get("family", "?"),
         cpu.get("model", "?"),
-        cpu.get("flags", []),
+        machine_info.get("cpu", {}).get("flags", []),
         f"{info.get('threads', cpu.get('count', '?'))} threads, torch {info.get('torch', '?')}",
+        machine_info.get("cpu_caches", {}),
     )
 
 
-def describe_cpu(brand: str, family, model, flags, rest: str) -> str:
-    """'<brand> (family F model M; <the instruction sets that matter>), <rest>'."""
+def fmt_bytes(n: int) -> str:
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n / 2**10:g} KiB"
+
+
+def describe_cpu(brand: str, family, model, flags, rest: str, caches: dict | None = None) -> str:
+    """'<brand> (family F model M; <the instruction sets that matter>[; L2 .., L3 ..]), <rest>'."""
     flags = set(flags)
     isa = ["AVX2"] if "avx2" in flags else ["no AVX2"]
     isa += [name for flag, name in ISA_FLAGS if flag in flags]
     if "amx_bf16" not in flags:
         isa.append("no AMX")
-    return f"{brand} (family {family} model {model}; {', '.join(isa)}), {rest}"
+    levels = ", ".join(f"{k} {fmt_bytes(caches[k])}" for k in ("L2", "L3") if k in (caches or {}))
+    return f"{brand} (family {family} model {model}; {', '.join(isa)}{'; ' + levels if levels else ''}), {rest}"
 
 
 def load(path):

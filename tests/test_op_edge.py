@@ -87,6 +87,50 @@ def test_thread_counts_bitwise_equal(layout):
             assert torch.equal(a, b)
 
 
+def test_head_sweeps_bitwise_equal(tmp_path):
+    # The CPU kernels walk a query's heads together or one at a time (query_plan.h's
+    # heads_per_sweep, chosen from the points); either walk must give the same bits, in both
+    # passes and both ops. DDETR_CPU_HEADS forces each; the default picks by itself.
+    code = textwrap.dedent("""
+        import sys, torch, ddetr
+        sys.path.insert(0, "tests")
+        from op_cases import BAND_CASES, BAND_SHAPES, SPREAD_CASES, SPREAD_SHAPES, encoder_inputs, make_inputs
+        from op_v2_cases import make_v2_inputs
+        op, back = torch.ops.ddetr.ms_deform_attn, torch.ops.ddetr.ms_deform_attn_backward
+        cases = [
+            make_inputs([[20, 17], [10, 9], [5, 5], [3, 3]], 2, 50, 4, 32, 4, dtype=torch.float32, seed=8),
+            encoder_inputs(BAND_SHAPES, 2, 4, 32, 4, **BAND_CASES["near"], dtype=torch.float32),
+            encoder_inputs(SPREAD_SHAPES, 1, 4, 20, 4, **SPREAD_CASES["uniform"], dtype=torch.float64),
+        ]
+        results = []
+        for inputs in cases:
+            out = op(*inputs, 64)
+            results += [out, *back(torch.randn(out.shape, generator=torch.Generator().manual_seed(1),
+                                               dtype=out.dtype), *inputs, 64)]
+        for method in ("default", "discrete"):
+            v, shapes, loc, attn = make_v2_inputs([3, 6, 3], m=4, d=32, dtype=torch.float32, seed=4,
+                                                  requires_grad=True)
+            out = ddetr.ms_deform_attn_v2(v, shapes, loc, attn, [3, 6, 3], method)
+            results += [out, *torch.autograd.grad(out.square().sum(), (v, attn))]
+        torch.save(results, sys.argv[1])
+    """)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    results = {}
+    for heads in ("auto", "1", "all"):
+        env = {k: v for k, v in os.environ.items() if k != "DDETR_CPU_HEADS"}
+        if heads != "auto":
+            env["DDETR_CPU_HEADS"] = heads
+        path = tmp_path / f"{heads}.pt"
+        res = subprocess.run(
+            [sys.executable, "-c", code, str(path)], env=env, cwd=root, capture_output=True, text=True, timeout=300
+        )
+        assert res.returncode == 0, res.stderr
+        results[heads] = torch.load(path)
+    for heads in ("1", "all"):
+        for i, (a, b) in enumerate(zip(results["auto"], results[heads])):
+            assert torch.equal(a, b), f"result {i} differs with DDETR_CPU_HEADS={heads}"
+
+
 @pytest.mark.parametrize("isa,index64", [("baseline", False), ("avx2", False), ("avx512", False), ("avx512", True)])
 def test_each_instruction_set(isa, index64):
     # each instruction-set copy of the CPU kernels against the float64 reference, in a fresh

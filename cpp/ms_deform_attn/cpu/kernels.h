@@ -14,7 +14,7 @@ namespace cpu {
 // items write the same memory and every sum runs in an order fixed by the inputs alone, so
 // no atomics are needed and the result does not depend on the number of threads.
 enum class Pass : int32_t {
-  kForward,   // items: N * Lq, (batch, query's position in the walk)
+  kForward,   // items: N * (M / heads) * Lq, (batch, sweep, query's position in the walk)
   kBackward,  // items: N * M, (batch, head): the three gradients of that head
 };
 
@@ -22,6 +22,7 @@ template <typename T>
 struct Job {
   Pass pass;
   bool int32;                  // int32_indices(shape): row indices fit int32_t
+  int64_t heads;               // heads_per_sweep (query_plan.h): 1 or M
   ForwardParams<T> forward;    // kForward
   BackwardParams<T> backward;  // kBackward
 };

@@ -35,11 +35,13 @@ namespace {
 template <typename T, int kD, typename I>
 void run_pass(const Job<T>& job, int64_t begin, int64_t end) {
   if (job.pass == Pass::kForward) {
-    if (job.forward.shape.discrete) return forward_discrete_range<T, kD, I>(job.forward, begin, end);
-    return forward_range<T, kD, I>(job.forward, begin, end);
+    if (job.forward.shape.discrete) {
+      return forward_discrete_range<T, kD, I>(job.forward, job.heads, begin, end);
+    }
+    return forward_range<T, kD, I>(job.forward, job.heads, begin, end);
   }
   if (job.backward.shape.discrete) return backward_discrete_range<T, kD, I>(job.backward, begin, end);
-  return backward_range<T, kD, I>(job.backward, begin, end);
+  return backward_range<T, kD, I>(job.backward, job.heads, begin, end);
 }
 
 // The one dispatch: channel counts of the published models (32, 64) get unrolled copies, any

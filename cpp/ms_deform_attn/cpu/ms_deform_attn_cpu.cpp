@@ -139,7 +139,9 @@ Tensor forward(const Shape& s, const Tensor& value, const Tensor& spatial_shapes
                      cptr<scalar_t>(in.loc),
                      cptr<scalar_t>(in.attn),
                      mptr<scalar_t>(out)};
-      claimed_chunks(s.N * s.Lq, chunk_items(s.M * s.LP * s.D),
+      job.heads = cpu::heads_per_sweep(s, job.forward.loc, job.forward.spatial_shapes,
+                                       job.forward.level_start, /*forward=*/true);
+      claimed_chunks(s.N * (s.M / job.heads) * s.Lq, chunk_items(job.heads * s.LP * s.D),
                      [&](int64_t begin, int64_t end) { run_kernel(job, begin, end); });
     });
   }
@@ -177,6 +179,8 @@ std::tuple<Tensor, Tensor, Tensor> backward(const Shape& s, const Tensor& grad_o
                       s.discrete ? nullptr : mptr<scalar_t>(grad_loc),
                       mptr<scalar_t>(grad_attn)};
       job.pass = cpu::Pass::kBackward;
+      job.heads = cpu::heads_per_sweep(s, job.backward.loc, job.backward.spatial_shapes,
+                                       job.backward.level_start, /*forward=*/false);
       // A static split, not claimed_chunks: a thread's heads are walked together
       // (heads_per_sweep), which one head per chunk would undo.
       ts::parallel_for(0, s.N * s.M, 1,

@@ -29,6 +29,18 @@ struct LevelBand {
 // use (1 unless Lq == S).
 int64_t plan_bands(const Shape& s, const int64_t* spatial_shapes, LevelBand* level);
 
+// How many of its heads one walk of the queries takes along: all of them (M) when the points
+// lie near their queries, as they do in a trained encoder, or the queries are not the value's
+// pixels (a decoder's few hundred): the walk then keeps the rows it touches in cache, and
+// neighbouring heads' parts of a row are adjacent in memory. One when an encoder's points
+// spread out: the rows a walk touches are then one head's slice of value (and grad_value), an
+// M-th of the memory, which the caches hold far better. "Near" is decided per pass from a
+// sample of the points (`loc`, (N, Lq, M, LP, 2)); which one is taken changes no result.
+// DDETR_CPU_HEADS=1 or =all forces one (for tests and measurements).
+template <typename L>
+int64_t heads_per_sweep(const Shape& s, const L* loc, const int64_t* spatial_shapes,
+                        const int64_t* level_start, bool forward);
+
 // Whether every row index fits int32_t (which vectorises better).
 // DDETR_CPU_INDEX64=1 forces int64_t, so the tests reach that path without a value tensor of
 // 2^30 rows.

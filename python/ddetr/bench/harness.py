@@ -7,6 +7,7 @@ Run: `ddetr bench --output results.json` (the op, module and model suites; see
 
 from __future__ import annotations
 
+import glob
 import os
 import platform
 
@@ -41,6 +42,54 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+_SIZE_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def cpu_caches() -> dict:
+    """cpu0's data and unified caches from sysfs (Linux), e.g. {"L1d": 32768, "L2": 524288,
+    "L3": 33554432} in bytes; {} where sysfs does not say."""
+    caches = {}
+    for index in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        try:
+            kind, level, size = (_read(os.path.join(index, f)) for f in ("type", "level", "size"))
+        except OSError:
+            continue
+        number, unit = (size[:-1], size[-1]) if size[-1:] in _SIZE_UNITS else (size, "")
+        if kind != "Instruction" and number.isdigit():
+            caches[f"L{level}" + ("d" if kind == "Data" else "")] = int(number) * _SIZE_UNITS.get(unit, 1)
+    return caches
+
+
+def cpu_identity() -> dict:
+    """The first processor's family, model and name from /proc/cpuinfo (Linux); {} elsewhere."""
+    keys = {"cpu family": "family", "model": "model", "model name": "model_name"}
+    out = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block ends
+                key, _, value = line.partition(":")
+                if key.strip() in keys:
+                    value = value.strip()
+                    out[keys[key.strip()]] = int(value) if value.isdigit() else value
+    except OSError:
+        pass
+    return out
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """pytest-benchmark's hook (the suite's conftest.py files import it): the CPU's identity
+    and caches beside pytest-benchmark's own machine info, for report.py's headings."""
+    machine_info["cpu_identity"] = cpu_identity()
+    machine_info["cpu_caches"] = cpu_caches()
 
 
 def device_name(device: str) -> str:

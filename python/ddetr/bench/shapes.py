@@ -22,6 +22,23 @@ SHAPES = {
 SPREADS = {"1px": 1.0, "8px": 8.0, "32px": 32.0, "uniform": "uniform"}
 SHAPES.update({f"encoder-spread/{name}": (COCO_LEVELS, None, 8, 32, 4, sigma) for name, sigma in SPREADS.items()})
 
+# Maps no cache holds, where the op's random gathers miss on any machine: the encoder of a
+# 1600 x 2132 input (S = 71,000, a 69 MiB float32 value), and the usual encoder at batch 2.
+LARGE_LEVELS = [(200, 267), (100, 134), (50, 67), (25, 34)]
+LARGE_SPREADS = ("1px", "8px", "uniform")
+SHAPES.update({f"encoder-large/{name}": (LARGE_LEVELS, None, 8, 32, 4, SPREADS[name]) for name in LARGE_SPREADS})
+SHAPES["encoder-batch2"] = SHAPES["encoder"]
+BATCH = {"encoder-batch2": 2}  # shapes whose batch is their own (else 1 on the CPU, 2 on GPUs)
+
+# The same work (8,000 queries, uniform points) on maps scaled so that the value grows from
+# 4.4 to 69 MiB: how the op's time depends on the value's size rather than on its work.
+VALUE_SWEEP = {
+    "4MiB": [(50, 67), (25, 34), (13, 17), (7, 9)],
+    "17MiB": COCO_LEVELS,
+    "69MiB": LARGE_LEVELS,
+}
+SHAPES.update({f"value-sweep/{name}": (levels, 8000, 8, 32, 4, "uniform") for name, levels in VALUE_SWEEP.items()})
+
 
 # The generalised form (ms_deform_attn_v2), decoder shapes at a 640 x 640 image (strides 8, 16,
 # 32): name -> (levels, queries, heads, channels, points per level, method). D-FINE's decoder

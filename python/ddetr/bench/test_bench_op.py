@@ -6,7 +6,7 @@ import torch
 
 import ddetr
 from ddetr.bench.harness import DEVICE_DTYPES, run_case
-from ddetr.bench.shapes import SPREADS, V2_SHAPES, op_inputs, op_v2_inputs, op_work
+from ddetr.bench.shapes import BATCH, LARGE_SPREADS, SPREADS, V2_SHAPES, VALUE_SWEEP, op_inputs, op_v2_inputs, op_work
 from ddetr.ops import ms_deform_attn_pytorch, ms_deform_attn_v2_pytorch
 
 op = torch.ops.ddetr.ms_deform_attn
@@ -55,21 +55,28 @@ def impl_fn(impl, inputs, backward):
     return with_backward(forward, args, backward)
 
 
-ROUNDS = {("encoder", "cpu", "reference"): 3, ("encoder", "cpu", "ddetr"): 10}
-ROUNDS.update(
-    {(f"encoder-spread/{s}", "cpu", impl): n for s in SPREADS for impl, n in (("reference", 3), ("ddetr", 10))}
-)
+ENCODERS = ["encoder", "encoder-batch2"] + [
+    f"encoder-{k}/{s}" for k, ss in (("spread", SPREADS), ("large", LARGE_SPREADS)) for s in ss
+]
+SWEEP = [f"value-sweep/{s}" for s in VALUE_SWEEP]  # smallest first: the others' growth needs it
+ROUNDS = {(shape, "cpu", impl): n for shape in ENCODERS for impl, n in (("reference", 3), ("ddetr", 10))}
+ROUNDS.update({(f"encoder-large/{s}", "cpu", "ddetr"): 5 for s in LARGE_SPREADS})
+# the median of the smallest value-sweep case, per (impl, device, dtype), for the growth column
+_sweep_base: dict = {}
 
 
 @pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
-@pytest.mark.parametrize("mode", ["forward", "forward_backward"])
-@pytest.mark.parametrize("shape", ["encoder", "decoder", "small"] + [f"encoder-spread/{s}" for s in SPREADS])
+@pytest.mark.parametrize(
+    "shape,mode",
+    [(s, m) for s in ["decoder", "small", *ENCODERS] for m in ("forward", "forward_backward")]
+    + [(s, "forward") for s in SWEEP],
+)
 @pytest.mark.parametrize("impl", ["reference", "ddetr"])  # reference first: ratio needs it
 def test_op(benchmark, impl, shape, mode, device, dtype):
-    batch = 1 if device == "cpu" else 2
+    batch = BATCH.get(shape, 1 if device == "cpu" else 2)
     inputs = op_inputs(shape, batch, device, dtype, requires_grad=mode != "forward")
     fn = impl_fn(impl, inputs, backward=mode != "forward")
-    rounds = ROUNDS.get((shape, device, impl), 20 if not shape.startswith("encoder") else 10)
+    rounds = ROUNDS.get((shape, device, impl), 20 if not shape.startswith(("encoder", "value")) else 10)
     run_case(
         benchmark,
         ("op", shape, mode, device, str(dtype).split(".")[-1], f"N={batch}"),
@@ -77,8 +84,15 @@ def test_op(benchmark, impl, shape, mode, device, dtype):
         fn,
         device,
         rounds,
-        extra=dict(op_work(inputs), batch=batch),
+        extra=dict(op_work(inputs), batch=batch, value_bytes=inputs["value"].nbytes),
     )
+    stats = getattr(benchmark, "stats", None)
+    if shape in SWEEP and stats is not None:  # the time against the smallest value's
+        key = (impl, device, dtype)
+        if shape == SWEEP[0]:
+            _sweep_base[key] = stats.stats.median
+        if key in _sweep_base:
+            benchmark.extra_info["time_vs_smallest_value"] = stats.stats.median / _sweep_base[key]
 
 
 def hf_v2():

@@ -4,7 +4,6 @@ of Deformable DETR plus L1 and GIoU box costs."""
 from __future__ import annotations
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from ..util.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
@@ -46,6 +45,8 @@ class HungarianMatcher(nn.Module):
         cost = cost.view(bs, num_queries, -1).cpu()
 
         sizes = [len(t["boxes"]) for t in targets]
+        from scipy.optimize import linear_sum_assignment  # here: scipy.optimize costs every CLI start 1 s
+
         indices = [linear_sum_assignment(c[i]) for i, c in enumerate(cost.split(sizes, -1))]
         return [(torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)) for i, j in indices]
 

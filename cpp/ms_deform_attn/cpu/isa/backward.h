@@ -5,7 +5,7 @@
 // same memory wherever the points lie, and each row's terms are added in the walk's order:
 // no atomics, no scratch, and bits that do not depend on the number of threads.
 // A thread's items are walked one batch at a time, queries outside and its heads inside, all
-// of them or one at a time (heads_per_sweep). Included by kernels_isa.cpp inside its per-ISA
+// of them or one at a time (query_plan.h's heads_per_sweep). Included by kernels_isa.cpp inside its per-ISA
 // namespace.
 
 // One point's backward, its corners' value rows v and grad_value rows gv given.
@@ -25,44 +25,8 @@ inline void point_backward(const PointCorners<T>& c, T a, T lx, T ly, int64_t H,
   grad_loc[1] = a * gy;
 }
 
-// How many of its heads a thread takes along in one walk of the queries. All of them when
-// the points lie near their queries: the walk then keeps the rows it touches in cache, and
-// neighbouring heads' parts of a row are adjacent in memory. One when the points spread out:
-// the rows a walk touches anywhere are then one head's slice of value and grad_value, which
-// fits the caches far better (benchmarks/README.md describes the measurements).
-// Which one is taken changes no result: every row gets its terms in the walk's order.
-constexpr double kNearPixels = 4;  // a point this close to its query's own pixel is near
-
-template <typename T>
-int64_t heads_per_sweep(const BackwardParams<T>& p) {
-  const Shape& s = p.shape;
-  if (s.Lq != s.S || s.L == 0) return s.M;  // not the encoder layout: queries sample anywhere
-  const int64_t samples = std::min<int64_t>(s.N * s.Lq, 256);
-  int64_t near = 0, far = 0;
-  for (int64_t i = 0; i < samples; ++i) {  // queries spread evenly over the call, heads in turn
-    const int64_t nq = i * (s.N * s.Lq) / samples, q = nq % s.Lq, m = i % s.M;
-    int64_t lq = s.L - 1;  // the level whose pixel query q is
-    while (lq > 0 && q < p.level_start[lq]) --lq;
-    const int64_t Wq = p.spatial_shapes[2 * lq + 1], Hq = p.spatial_shapes[2 * lq];
-    const int64_t o = q - p.level_start[lq];
-    const double xq = (o % Wq + 0.5) / Wq, yq = (o / Wq + 0.5) / Hq;  // normalised
-    const T* loc = p.loc + (nq * s.M + m) * s.LP * 2;
-    for (int64_t j = 0; j < s.LP; ++j) {
-      const int64_t l = s.level_of(j);
-      const double dx = (loc[2 * j] - xq) * p.spatial_shapes[2 * l + 1];
-      const double dy = (loc[2 * j + 1] - yq) * p.spatial_shapes[2 * l];
-      if (std::abs(dx) <= kNearPixels && std::abs(dy) <= kNearPixels) {
-        ++near;
-      } else {
-        ++far;  // NaN too
-      }
-    }
-  }
-  return near >= far ? s.M : 1;
-}
-
 template <typename T, int kD, typename I>
-void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
+void backward_range(const BackwardParams<T>& p, int64_t heads, int64_t begin, int64_t end) {
   const Shape& s = p.shape;
   const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.LP;
   const PointLevels<I> lv(p.spatial_shapes, p.level_start, s);
@@ -71,7 +35,6 @@ void backward_range(const BackwardParams<T>& p, int64_t begin, int64_t end) {
   T* const sink_rows[4] = {sink.data(), sink.data() + D, sink.data() + 2 * D, sink.data() + 3 * D};
   ChunkCorners<T, I> g;
   const QueryWalk walk(s, p.spatial_shapes, p.level_start);
-  const int64_t heads = heads_per_sweep(p);
   for (int64_t n = begin / s.M; n * s.M < end; ++n) {
     const int64_t m_begin = std::max(begin - n * s.M, int64_t(0));
     const int64_t m_end = std::min(end - n * s.M, s.M);

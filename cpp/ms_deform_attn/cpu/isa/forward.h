@@ -1,19 +1,22 @@
-// The forward over items (batch, query's position in the walk). Included by kernels_isa.cpp
-// inside its per-ISA namespace.
+// The forward over items (batch, sweep, query's position in the walk): a sweep is `heads`
+// consecutive heads (query_plan.h's heads_per_sweep, 1 or M), walked together for each query.
+// Each output row is computed by the same operations whichever the split, so the result does
+// not depend on it. Included by kernels_isa.cpp inside its per-ISA namespace.
 //
 // kD > 0 fixes the channel count at compile time (unrolled loops, sums in registers);
 // kD == 0 reads it from the shape.
 template <typename T, int kD, typename I>
-void forward_range(const ForwardParams<T>& p, int64_t begin, int64_t end) {
+void forward_range(const ForwardParams<T>& p, int64_t heads, int64_t begin, int64_t end) {
   const Shape& s = p.shape;
-  const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.LP;
+  const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.LP, sweeps = s.M / heads;
   const PointLevels<I> lv(p.spatial_shapes, p.level_start, s);
   const ZeroRow<T> zero(D);
   ChunkCorners<T, I> g;
   const QueryWalk walk(s, p.spatial_shapes, p.level_start);
-  for (int64_t item = begin; item < end; ++item) {  // item = n * Lq + (query's position)
-    const int64_t n = item / s.Lq, q = walk(item % s.Lq);
-    for (int64_t m = 0; m < s.M; ++m) {
+  for (int64_t item = begin; item < end; ++item) {  // item = (n * sweeps + sweep) * Lq + t
+    const int64_t ns = item / s.Lq, n = ns / sweeps, q = walk(item % s.Lq);
+    const int64_t m_begin = (ns % sweeps) * heads;
+    for (int64_t m = m_begin; m < m_begin + heads; ++m) {
       const int64_t nqm = (n * s.Lq + q) * s.M + m;
       const T* loc = p.loc + nqm * LP * 2;
       const T* attn = p.attn + nqm * LP;
@@ -46,16 +49,19 @@ void forward_range(const ForwardParams<T>& p, int64_t begin, int64_t end) {
   }
 }
 
-// The forward of the discrete method (s.discrete): one value row per point, weight 1.
+// The forward of the discrete method (s.discrete): one value row per point, weight 1; items
+// as above, the queries in index order.
 template <typename T, int kD, typename I>
-void forward_discrete_range(const ForwardParams<T>& p, int64_t begin, int64_t end) {
+void forward_discrete_range(const ForwardParams<T>& p, int64_t heads, int64_t begin,
+                            int64_t end) {
   const Shape& s = p.shape;
-  const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.LP;
+  const int64_t D = kD > 0 ? kD : s.D, MD = s.M * D, LP = s.LP, sweeps = s.M / heads;
   const PointLevels<I> lv(p.spatial_shapes, p.level_start, s);
   I rows[kChunk];
-  for (int64_t item = begin; item < end; ++item) {  // item = n * Lq + q (index order)
-    const int64_t n = item / s.Lq, q = item % s.Lq;
-    for (int64_t m = 0; m < s.M; ++m) {
+  for (int64_t item = begin; item < end; ++item) {  // item = (n * sweeps + sweep) * Lq + q
+    const int64_t ns = item / s.Lq, n = ns / sweeps, q = item % s.Lq;
+    const int64_t m_begin = (ns % sweeps) * heads;
+    for (int64_t m = m_begin; m < m_begin + heads; ++m) {
       const int64_t nqm = (n * s.Lq + q) * s.M + m;
       const T* loc = p.loc + nqm * LP * 2;
       const T* attn = p.attn + nqm * LP;
