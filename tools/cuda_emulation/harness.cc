@@ -66,6 +66,7 @@ void run_case(const char* name, int64_t N, int64_t Lq, int64_t M, int64_t D, std
   // the CPU kernels' passes, as the glue runs them (cpu/ms_deform_attn_cpu.cpp)
   cpu::Job<double> job{};
   job.int32 = cpu::int32_indices(s);
+  job.heads = s.M;  // every head in one walk of the queries (query_plan.h's heads_per_sweep)
   job.forward = ForwardParams<double>{s, rv.data(), shapes.data(), starts.data(), rl.data(), ra.data(), ref_out.data()};
   job.pass = cpu::Pass::kForward;
   tab.run_f64(job, 0, N * Lq);
