@@ -5,8 +5,8 @@
 // same memory wherever the points lie, and each row's terms are added in the walk's order:
 // no atomics, no scratch, and bits that do not depend on the number of threads.
 // A thread's items are walked one batch at a time, queries outside and its heads inside, all
-// of them or one at a time (query_plan.h's heads_per_sweep). Included by kernels_isa.cpp inside its per-ISA
-// namespace.
+// of them or one at a time (query_plan.h's heads_per_sweep). Included by kernels_isa.cpp
+// inside its per-ISA namespace.
 
 // One point's backward, its corners' value rows v and grad_value rows gv given.
 template <typename T, int kD>
