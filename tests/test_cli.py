@@ -60,10 +60,13 @@ def test_predict_with_sampling_points(trained, tmp_path):
 
 def test_demo_tiny(tmp_path):
     rc, out, err = ddetr_here(
-        "demo", "--output-dir", tmp_path, "--epochs", "1", "--num-train", "4", "--num-val", "2",
-        "--max-steps", "1", "--num-pictures", "2", *TINY_CLI,
+        "demo", "--output-dir", tmp_path, "--epochs", "2", "--num-train", "4", "--num-val", "2",
+        "--max-steps", "1", "--num-pictures", "2", *(a for a in TINY_CLI if a != "--quiet"),
     )  # fmt: skip
     assert rc == 0, err
+    # what to expect: the time left after the first epoch, the progress, where the files are
+    assert "the first epoch took" in out and "the 1 left should take about" in out
+    assert "epoch 2/2" in out + err and str(tmp_path / "predictions") in out
     assert {
         "checkpoint.pth",
         "metrics.json",

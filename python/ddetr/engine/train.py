@@ -251,6 +251,8 @@ def _train(args, dist: D.DistInfo) -> dict:
             metrics = (
                 _log_epoch(args, log_path, epoch, train_stats, test_stats, n_parameters, time.time() - start) or metrics
             )
+            if epoch == start_epoch and epoch + 1 < args.epochs and not args.quiet:
+                _print_estimate(time.time() - start, args.epochs - epoch - 1)
     if main and start_epoch >= args.epochs:
         print(
             f"nothing to train: {resume} has done {start_epoch} of --epochs {args.epochs}; no checkpoint written",
@@ -261,6 +263,18 @@ def _train(args, dist: D.DistInfo) -> dict:
             f"training took {datetime.timedelta(seconds=int(time.time() - start))}; checkpoint {ckpt_path}", flush=True
         )
     return metrics
+
+
+def _print_estimate(first: float, remaining: int) -> None:
+    """After the run's first epoch (`first` seconds, its evaluation included): how long the
+    `remaining` epochs should take, at that pace."""
+    rest = datetime.timedelta(seconds=int(first * remaining))
+    done = (datetime.datetime.now() + rest).strftime("%H:%M")
+    print(
+        f"the first epoch took {datetime.timedelta(seconds=int(first))}; the {remaining} left should take "
+        f"about {rest} (done around {done})",
+        flush=True,
+    )
 
 
 SCHEDULE = ("lr", "lr_backbone", "lr_linear_proj_mult", "weight_decay", "lr_drop")
