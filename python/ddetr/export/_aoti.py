@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models.config import DEFAULTS
 from ..util.files import atomic_path
 from ._graph import ExportError, export_program
 
@@ -19,7 +20,12 @@ def op_library_path() -> str:
 
 
 def to_aoti(
-    model, path: str, image_size=800, dynamic: bool = True, postprocess: bool = False, num_select: int = 100
+    model,
+    path: str,
+    image_size=800,
+    dynamic: bool = True,
+    postprocess: bool = False,
+    num_select: int = DEFAULTS["num_select"],
 ) -> str:
     """Compile `model` with AOTInductor into the package `path` (.pt2); returns the path.
     Inputs and outputs as export_program; `model` may also be a program export_program

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..models.config import DEFAULTS
 from ..models.deformable_detr import DeformableDETR, check_inference_model
 from ..models.position_encoding import LEARNED_CELLS, PositionEmbeddingLearned
 from ..models.postprocess import top_detections
@@ -32,7 +33,7 @@ class DetectorGraph(nn.Module):
     The training-only outputs (aux_outputs of the earlier decoder layers, two-stage
     enc_outputs) feed the losses and nothing at inference: they are not outputs."""
 
-    def __init__(self, model: DeformableDETR, postprocess: bool = False, num_select: int = 100):
+    def __init__(self, model: DeformableDETR, postprocess: bool = False, num_select: int = DEFAULTS["num_select"]):
         super().__init__()
         self.model, self.postprocess, self.num_select = model, postprocess, num_select
 
@@ -144,7 +145,11 @@ def dynamic_shapes(model: DeformableDETR, postprocess: bool) -> tuple:
 
 
 def export_program(
-    model: DeformableDETR, image_size=800, dynamic: bool = True, postprocess: bool = False, num_select: int = 100
+    model: DeformableDETR,
+    image_size=800,
+    dynamic: bool = True,
+    postprocess: bool = False,
+    num_select: int = DEFAULTS["num_select"],
 ) -> torch.export.ExportedProgram:
     """torch.export.export of DetectorGraph(model): inputs (images, mask[, target_sizes]),
     outputs as DetectorGraph says. With `dynamic`, batch, height and width are symbolic

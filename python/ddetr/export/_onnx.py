@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models.config import DEFAULTS
 from ..util.files import atomic_path
 from ._graph import (
     DetectorGraph,
@@ -43,7 +44,7 @@ def to_onnx(
     opset: int = DEFAULT_OPSET,
     attention: str = "portable",
     postprocess: bool = False,
-    num_select: int = 100,
+    num_select: int = DEFAULTS["num_select"],
 ) -> str:
     """Export `model` (a DeformableDETR in eval mode, float32) to the ONNX file `path`.
 

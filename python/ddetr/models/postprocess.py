@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..util.box_ops import box_cxcywh_to_xyxy
+from .config import DEFAULTS
 
 
 def top_detections(logits: torch.Tensor, boxes: torch.Tensor, target_sizes: torch.Tensor, num_select: int):
@@ -26,7 +27,7 @@ class PostProcess(nn.Module):
     """Keep the `num_select` highest sigmoid scores over all (query, class) pairs, so one
     query may give several detections with different labels, as the official code does."""
 
-    def __init__(self, num_select: int = 100):
+    def __init__(self, num_select: int = DEFAULTS["num_select"]):
         super().__init__()
         self.num_select = num_select
 
