@@ -24,6 +24,8 @@ from .hf_config import CATEGORIES_KEY, from_config, to_config
 from .layout import backbone_route, complete_heads, detect_layout, hf_to_official, official_to_hf, strip_wrappers
 from .variant import describe, variant_name
 
+LAYOUTS = ("official", "hf")  # the layouts convert writes (detect_layout tells which a file is)
+
 
 @dataclass
 class WeightsInfo:
@@ -121,7 +123,7 @@ def check_destination(src, dst, to: str, overwrite: bool = True) -> list:
             raise WeightsError(f"{dst}: --to official writes a file ending in {' or '.join(FILE_SUFFIXES)}")
         out = [dst]
     else:
-        raise ValueError(f"to must be 'hf' or 'official', got {to!r}")
+        raise ValueError(f"to must be one of {LAYOUTS}, got {to!r}")
     for path in out:
         for s in sources:
             check_writable(path, overwrite=True, source=s)
@@ -162,13 +164,14 @@ def convert(
         args = {**info.options, "dataset": {k: dict(v) for k, v in dataset.items() if v}}
         files.write_state(state, dst, args=args)
     else:
-        raise ValueError(f"to must be 'hf' or 'official', got {to!r}")
+        raise ValueError(f"to must be one of {LAYOUTS}, got {to!r}")
     return info
 
 
 from .model import build, model_from_checkpoint  # noqa: E402  (they use load, above)
 
 __all__ = [
+    "LAYOUTS",
     "load",
     "build",
     "model_from_checkpoint",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from ...models.config import HF_BACKBONE_ROUTES
-from ...weights import check_destination, convert
+from ...weights import LAYOUTS, check_destination, convert
 from .arguments import add_verbose, default_help
 
 HELP = "convert weights between the official and the HF layout"
@@ -16,7 +16,7 @@ HELP = "convert weights between the official and the HF layout"
 def add_arguments(p) -> None:
     p.add_argument("src", metavar="SRC", help="weights in either layout: .pth, .bin, .safetensors or an HF folder")
     p.add_argument("dst", metavar="DST", help="--to hf: a folder; --to official: a .pth or .safetensors file")
-    p.add_argument("--to", required=True, choices=("official", "hf"))
+    p.add_argument("--to", required=True, choices=LAYOUTS)
     p.add_argument(
         "--backbone",
         dest="hf_backbone",
