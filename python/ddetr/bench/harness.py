@@ -33,17 +33,6 @@ def dtypes(device):
 DEVICE_DTYPES = [pytest.param(dev, dt, id=f"{dev}-{str(dt).split('.')[-1]}") for dev in devices() for dt in dtypes(dev)]
 
 
-def cpu_model() -> str:
-    try:  # Linux names the model here; platform.processor() is often empty
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 _SIZE_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
 
 
@@ -95,7 +84,9 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
-    return f"{cpu_model()}, {os.cpu_count()} cores"
+    # Linux names the model in /proc/cpuinfo; platform.processor() is often empty
+    name = cpu_identity().get("model_name") or platform.processor() or platform.machine()
+    return f"{name}, {os.cpu_count()} cores"
 
 
 def sync(device):

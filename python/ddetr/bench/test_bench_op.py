@@ -84,7 +84,7 @@ def test_op(benchmark, impl, shape, mode, device, dtype):
         fn,
         device,
         rounds,
-        extra=dict(op_work(inputs), batch=batch, value_bytes=inputs["value"].nbytes),
+        extra=dict(op_work(inputs), batch=batch),
     )
     stats = getattr(benchmark, "stats", None)
     if shape in SWEEP and stats is not None:  # the time against the smallest value's
